@@ -65,6 +65,10 @@ class Failure(AssertionError):
     pass
 
 
+class Abort(Exception):
+    """A required step failed: the rest of the script cannot run."""
+
+
 # --------------------------------------------------------------------------
 # paths of the build tree
 
@@ -614,6 +618,12 @@ class Dovecot:
             f.seek(self._log_mark)
             return f.read().decode(errors="replace")
 
+    def wait_log(self, regex, timeout=10.0, since_mark=True):
+        """Wait (bounded) until the log (after mark_log()) matches regex."""
+        rx = re.compile(regex)
+        return wait_until(lambda: rx.search(self.log_since_mark() if since_mark else self.log_text()),
+                          timeout, "log line /%s/" % regex)
+
     def log_errors(self, allow=(), since_mark=False):
         text = self.log_since_mark() if since_mark else self.log_text()
         bad = []
@@ -812,11 +822,13 @@ class Test:
         print("# %s (uid %d, python %s)" % (name, os.geteuid(), sys.version.split()[0]), flush=True)
 
     @contextlib.contextmanager
-    def case(self, what):
+    def case(self, what, required=False):
+        """One named check.  A failure is recorded and the script goes on,
+        unless required=True: then the script stops (exit 1) after cleanup."""
         t = time.monotonic()
         try:
             yield
-        except Skip:
+        except (Skip, Abort):
             raise
         except Exception as e:
             self.failed.append(what)
@@ -824,6 +836,8 @@ class Test:
                                                   str(e).replace("\n", "\n      ")), flush=True)
             if os.environ.get("LMBOX_TEST_TRACE") == "1" or not isinstance(e, (Failure, AssertionError)):
                 traceback.print_exc(file=sys.stdout)
+            if required:
+                raise Abort(what)
         else:
             self.passed += 1
             print("ok:   %s (%.2fs)" % (what, time.monotonic() - t), flush=True)
@@ -859,6 +873,9 @@ def run(main):
     except Skip as e:
         print("SKIP: %s" % e, flush=True)
         sys.exit(EXIT_SKIP)
+    except Abort as e:
+        print("# stopped: required step failed: %s" % e, flush=True)
+        sys.exit(EXIT_FAIL)
     except SystemExit:
         raise
     except BaseException as e:
