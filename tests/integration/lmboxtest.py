@@ -642,13 +642,18 @@ class Dovecot:
     def lmtp_deliver(self, user, msg, sender="sender@example.org", timeout=NET_TIMEOUT):
         """Deliver msg (bytes) to user over LMTP; raises on any failure."""
         rcpt = user if "@" in user else user + "@example.org"
-        with smtplib.LMTP("127.0.0.1", self.ports["lmtp"], timeout=timeout) as s:
-            s.ehlo("lmboxtest")
-            r = s.sendmail(sender, [rcpt], msg)
-            if r:
-                raise Failure("LMTP refused %s: %r" % (rcpt, r))
-            # smtplib's LMTP only reads one reply per RCPT via sendmail's data
-            # reply; with one recipient that is the delivery result.
+        try:
+            with smtplib.LMTP("127.0.0.1", self.ports["lmtp"], timeout=timeout) as s:
+                s.ehlo("lmboxtest")
+                r = s.sendmail(sender, [rcpt], msg)
+                if r:
+                    raise Failure("LMTP refused %s: %r" % (rcpt, r))
+                # With one recipient the DATA reply is the delivery result.
+        except smtplib.SMTPResponseException as e:
+            raise Failure("LMTP delivery to %s failed: %d %s" % (
+                rcpt, e.smtp_code, e.smtp_error.decode(errors="replace")))
+        except smtplib.SMTPRecipientsRefused as e:
+            raise Failure("LMTP refused %s: %r" % (rcpt, e.recipients))
 
     def lmtp_deliver_raw(self, user, msg, sender="sender@example.org", timeout=NET_TIMEOUT):
         """Like lmtp_deliver, but returns (code, text) of the DATA reply
