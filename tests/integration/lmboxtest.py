@@ -373,7 +373,20 @@ class Dovecot:
         return mdir
 
     def home(self, user):
-        return os.path.join(self.tmp, "home", user)
+        info = self.users.get(user) or {}
+        return info.get("home") or os.path.join(self.tmp, "home", user)
+
+    def add_user(self, name, **info):
+        """Add (or change) a user while running: info keys password, mail
+        (userdb_mail), home (e.g. another user's, to view the same files with
+        another mail location), extra.  Dovecot rereads the passwd-file."""
+        self.users[name] = info
+        h = self.home(name)
+        if not os.path.isdir(h):
+            os.makedirs(h)
+            os.chown(h, self.uid, self.gid)
+            os.chmod(h, 0o700)
+        self._write_passwd()
 
     def mail_root(self, user):
         loc = self.users[user].get("mail") or self.mail_location
