@@ -745,6 +745,25 @@ class Dovecot:
             d[m.group(1)] = m.group(2)
         return d
 
+    def run_as_mail_user(self, argv, input=None, timeout=CMD_TIMEOUT):
+        """Run a command with the mail files' uid (runuser when root), so it
+        never leaves root-owned files in a store.  Returns CompletedProcess (bytes)."""
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", self.mail_user, "--"] + list(argv)
+        return subprocess.run(argv, input=input, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=timeout)
+
+    def lmbox_cli(self, *args, check=True):
+        """The build tree's `lmbox` admin CLI, run as the mail user."""
+        cli = lmbox_cli(self.builddir)
+        if not cli:
+            raise Failure("lmbox CLI not built (storage/lmbox missing in %s)" % self.builddir)
+        r = self.run_as_mail_user([cli] + list(args))
+        if check and r.returncode != 0:
+            raise Failure("lmbox %s exited %d: %s" % (" ".join(args), r.returncode,
+                                                      r.stderr.decode(errors="replace")))
+        return r
+
     # ---- clients ---------------------------------------------------------
 
     def pop3(self, user, timeout=NET_TIMEOUT):
