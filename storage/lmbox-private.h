@@ -1,0 +1,222 @@
+#ifndef LMBOX_PRIVATE_H
+#define LMBOX_PRIVATE_H
+/*
+ * Internals of liblmbox shared between its files: the per-process
+ * environment registry, the store handle, error helpers, the write
+ * transaction runner (map growth and retry) and segment I/O.
+ */
+#include <stdbool.h>
+#include <lmdb.h>
+
+#include "lmbox.h"
+#include "lmbox-format.h"
+
+#define LMBOX_DEFAULT_MAP_INITIAL (8ULL * 1024 * 1024)
+#define LMBOX_DEFAULT_MAP_MAX (1024ULL * 1024 * 1024)
+#define LMBOX_DEFAULT_SEGMENT_MAX (64ULL * 1024 * 1024)
+#define LMBOX_DEFAULT_MAX_READERS 1024
+#define LMBOX_DEFAULT_COMPRESS_LEVEL 6
+/* An append keeps its compressed bytes in memory up to this, then spills. */
+#define LMBOX_SPILL_THRESHOLD (1024 * 1024)
+/* Raw bytes kept to store small incompressible messages raw. */
+#define LMBOX_RAW_KEEP_MAX (256 * 1024)
+#define LMBOX_IO_CHUNK (64 * 1024)
+#define LMBOX_ERRMSG_SIZE 1024
+
+/* One LMDB environment per store per process, shared by every
+ * lmbox_store_open() of that store in this process (LMDB forbids opening
+ * the same file twice in one process). */
+struct lmbox_env {
+	struct lmbox_env *next;
+	dev_t dev;
+	ino_t ino;
+	pid_t pid;
+	MDB_env *env;
+	MDB_dbi dbi_meta, dbi_values, dbi_folders, dbi_names;
+	MDB_dbi dbi_msgs, dbi_uidls, dbi_segs, dbi_reclaim;
+	unsigned int refcount;
+	/* lmbox_readers open on it in this process: the map cannot be
+	 * resized under them (their pointers point into it). */
+	unsigned int active_readers;
+	bool rdonly;
+	uint64_t map_size;
+};
+
+struct lmbox_store {
+	struct lmbox_env *env;
+	pid_t pid;
+	char *dir, *seg_dir, *tmp_dir, *mdb_path;
+	struct lmbox_store_opts opts;
+	char errmsg[LMBOX_ERRMSG_SIZE];
+};
+
+struct lmbox_reader {
+	struct lmbox_store *store;
+	MDB_txn *txn;
+};
+
+/* Work to do after a commit: punch or unlink dead space. */
+struct lmbox_reclaim_item {
+	uint32_t seg_id;
+	uint8_t kind;
+	uint64_t offset, len;
+};
+
+struct lmbox_wseg {
+	uint32_t seg_id;
+	struct lmbox_seg_rec rec;
+	bool deleted;
+};
+
+/* State of one attempt of a write transaction.  Everything in it is rebuilt
+ * when the attempt is retried after growing the map. */
+struct lmbox_wctx {
+	struct lmbox_store *store;
+	MDB_txn *txn;
+
+	struct lmbox_wseg *segs;
+	unsigned int seg_count, seg_alloc;
+	uint32_t cur_seg;         /* segment appended to, 0 = not loaded yet */
+	int cur_fd;
+	bool cur_created, meta_dirty;
+	uint32_t next_seg_id;
+	int *sync_fds;            /* segment fds written to, to fdatasync */
+	unsigned int sync_fd_count, sync_fd_alloc;
+
+	struct lmbox_reclaim_item *reclaims;
+	unsigned int reclaim_count, reclaim_alloc;
+
+	uint32_t *folders;        /* folders changed: change_counter++ once */
+	unsigned int folder_count, folder_alloc;
+};
+
+/* A finished append waiting for commit: its stored (compressed) bytes are
+ * in data or, when large, in spill_fd from offset 0. */
+struct lmbox_pending {
+	int64_t received_date, save_date;
+	uint8_t guid[LMBOX_GUID_SIZE];
+	char *uidl;               /* NULL = generate at commit */
+	uint32_t pop3_order, want_uid;
+	uint8_t flags, codec;
+	char *keywords;           /* packed, kw_count strings */
+	unsigned int kw_count;
+	uint64_t phys_size, virt_size, stored_size;
+	uint32_t checksum;
+	unsigned char *data;
+	int spill_fd;
+};
+
+enum lmbox_op_type {
+	LMBOX_OP_APPEND,
+	LMBOX_OP_EXPUNGE,
+	LMBOX_OP_FLAGS,
+	LMBOX_OP_KEYWORDS,
+	LMBOX_OP_POP3_RETR,
+	LMBOX_OP_COPY,
+	LMBOX_OP_MOVE,
+};
+
+struct lmbox_op {
+	enum lmbox_op_type type;
+	uint32_t folder_id, uid, dst_folder;
+	unsigned int seq;
+	uint8_t modify, flags;
+	char *keywords;
+	unsigned int kw_count;
+	int64_t when;
+	struct lmbox_pending *msg;
+};
+
+struct lmbox_append;
+
+struct lmbox_txn {
+	struct lmbox_store *store;
+	struct lmbox_op *ops;
+	unsigned int op_count, op_alloc;
+	unsigned int seq_count;
+	struct lmbox_append *appends;  /* unfinished appends */
+	/* filled by the commit */
+	uint32_t *uids;
+	unsigned int expunged;
+};
+
+typedef int lmbox_write_fn(struct lmbox_wctx *ctx, void *context);
+
+/* lmbox-error.c */
+int lmbox_set_error(struct lmbox_store *store, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int lmbox_set_errno(struct lmbox_store *store, int errnum, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int lmbox_set_mdb_error(struct lmbox_store *store, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int lmbox_errno_code(int errnum);
+int lmbox_mdb_code(int rc);
+int lmbox_grow_array(void *arrp, unsigned int *alloc, unsigned int need, size_t elem);
+
+/* lmbox-store.c */
+int lmbox_store_check_usable(struct lmbox_store *store, bool write);
+int lmbox_rtxn_begin(struct lmbox_store *store, MDB_txn **txn_r);
+int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context);
+int lmbox_meta_get_u32(struct lmbox_store *store, MDB_txn *txn, const char *key,
+		       uint32_t *value_r);
+int lmbox_meta_put_u32(struct lmbox_store *store, MDB_txn *txn, const char *key,
+		       uint32_t value);
+void lmbox_random_bytes(void *buf, size_t size);
+int64_t lmbox_now(void);
+
+/* lmbox-folder.c */
+int lmbox_folder_load(struct lmbox_store *store, MDB_txn *txn, uint32_t folder_id,
+		      struct lmbox_folder_info *info_r);
+int lmbox_folder_load_name(struct lmbox_store *store, MDB_txn *txn, const char *name,
+			   struct lmbox_folder_info *info_r);
+int lmbox_folder_save(struct lmbox_store *store, MDB_txn *txn,
+		      const struct lmbox_folder_info *info);
+int lmbox_wctx_touch_folder(struct lmbox_wctx *ctx, uint32_t folder_id);
+
+/* lmbox-msg.c */
+int lmbox_msg_load(struct lmbox_store *store, MDB_txn *txn, uint32_t folder_id,
+		   uint32_t uid, struct lmbox_msg_meta *meta_r);
+int lmbox_msg_save(struct lmbox_store *store, MDB_txn *txn,
+		   const struct lmbox_msg_meta *meta, bool new_msg);
+/* Remove a message's record, UIDL entry and counters; the blob becomes
+ * dead unless keep_blob (a move). */
+int lmbox_msg_remove(struct lmbox_wctx *ctx, struct lmbox_folder_info *folder,
+		     const struct lmbox_msg_meta *meta, bool keep_blob);
+/* Add a message record + UIDL entry + counters to folder. */
+int lmbox_msg_add(struct lmbox_wctx *ctx, struct lmbox_folder_info *folder,
+		  struct lmbox_msg_meta *meta);
+
+/* lmbox-segment.c */
+void lmbox_seg_path(const struct lmbox_store *store, uint32_t seg_id, char *buf, size_t size);
+/* Append a blob (header + stored bytes from mem, or from src_fd at
+ * src_offset) to the current segment; returns where it went. */
+int lmbox_wseg_append(struct lmbox_wctx *ctx, const struct lmbox_blob_hdr *hdr,
+		      const void *mem, int src_fd, uint64_t src_offset,
+		      uint32_t *seg_id_r, uint64_t *offset_r);
+/* The blob at (seg_id, offset) of stored_size bytes is dead. */
+int lmbox_wseg_blob_dead(struct lmbox_wctx *ctx, uint32_t seg_id, uint64_t offset,
+			 uint64_t stored_size);
+int lmbox_wseg_flush(struct lmbox_wctx *ctx);
+void lmbox_wctx_free(struct lmbox_wctx *ctx);
+void lmbox_reclaim_run(struct lmbox_store *store,
+		       const struct lmbox_reclaim_item *items, unsigned int count);
+int lmbox_reclaim_pending(struct lmbox_store *store);
+int lmbox_seg_open_read(struct lmbox_store *store, uint32_t seg_id, int *fd_r);
+
+/* lmbox-txn.c */
+int lmbox_txn_add_op(struct lmbox_txn *txn, const struct lmbox_op *op);
+/* Validate and pack a NULL-terminated keyword list. */
+int lmbox_keywords_pack(struct lmbox_store *store, const char *const *keywords,
+			char **packed_r, unsigned int *count_r);
+void lmbox_pending_free(struct lmbox_pending *msg);
+/* lmbox-append.c */
+void lmbox_append_orphan_all(struct lmbox_txn *txn);
+
+/* lmbox-segment.c */
+/* Read exactly size bytes at offset; short file = LMBOX_ERR_CORRUPT. */
+int lmbox_pread_full(struct lmbox_store *store, int fd, void *buf, size_t size,
+		     uint64_t offset, const char *what);
+int lmbox_pwrite_full(struct lmbox_store *store, int fd, const void *buf, size_t size,
+		      uint64_t offset, const char *what);
+
+#endif

@@ -1,0 +1,244 @@
+/*
+ * lmbox-reader.c: readers (one LMDB read transaction = one snapshot), and
+ * the lookups done in them: folder info, message metadata, UIDL -> UID,
+ * and iteration of a folder's messages in UID order.  A reader takes a
+ * reader slot and pins the map: while any reader of this process is open
+ * the map cannot be resized (see lmbox_write()).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lmbox-private.h"
+
+int lmbox_reader_begin(struct lmbox_store *store, struct lmbox_reader **reader_r)
+{
+	struct lmbox_reader *reader;
+	int ret;
+
+	*reader_r = NULL;
+	if ((ret = lmbox_store_check_usable(store, false)) < 0)
+		return ret;
+	if ((reader = calloc(1, sizeof(*reader))) == NULL)
+		return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+	reader->store = store;
+	if ((ret = lmbox_rtxn_begin(store, &reader->txn)) < 0) {
+		free(reader);
+		return ret;
+	}
+	store->env->active_readers++;
+	*reader_r = reader;
+	return 0;
+}
+
+void lmbox_reader_end(struct lmbox_reader **_reader)
+{
+	struct lmbox_reader *reader = *_reader;
+
+	if (reader == NULL)
+		return;
+	*_reader = NULL;
+	/* after fork the transaction belongs to the parent's environment */
+	if (reader->store->pid == getpid()) {
+		if (reader->txn != NULL)
+			mdb_txn_abort(reader->txn);
+		reader->store->env->active_readers--;
+	}
+	free(reader);
+}
+
+int lmbox_reader_refresh(struct lmbox_reader *reader)
+{
+	struct lmbox_store *store = reader->store;
+	int rc, ret;
+
+	if ((ret = lmbox_store_check_usable(store, false)) < 0)
+		return ret;
+	if (reader->txn == NULL)
+		return lmbox_rtxn_begin(store, &reader->txn);
+	mdb_txn_reset(reader->txn);
+	rc = mdb_txn_renew(reader->txn);
+	if (rc == MDB_MAP_RESIZED) {
+		/* another process grew the map: we can adopt the new size
+		 * only if this is our only reader */
+		mdb_txn_abort(reader->txn);
+		reader->txn = NULL;
+		store->env->active_readers--;
+		ret = lmbox_rtxn_begin(store, &reader->txn);
+		store->env->active_readers++;
+		return ret;
+	}
+	if (rc != 0) {
+		mdb_txn_abort(reader->txn);
+		reader->txn = NULL;
+		return lmbox_set_mdb_error(store, rc, "%s: cannot renew read transaction",
+					   store->dir);
+	}
+	return 0;
+}
+
+static int lmbox_reader_check(struct lmbox_reader *reader)
+{
+	int ret;
+
+	if ((ret = lmbox_store_check_usable(reader->store, false)) < 0)
+		return ret;
+	if (reader->txn == NULL) {
+		return lmbox_set_error(reader->store, LMBOX_ERR_INVALID,
+			"%s: reader has no transaction (failed refresh)", reader->store->dir);
+	}
+	return 0;
+}
+
+int lmbox_reader_folder(struct lmbox_reader *reader, uint32_t folder_id,
+			struct lmbox_folder_info *info_r)
+{
+	int ret;
+
+	if ((ret = lmbox_reader_check(reader)) < 0)
+		return ret;
+	return lmbox_folder_load(reader->store, reader->txn, folder_id, info_r);
+}
+
+int lmbox_reader_folder_by_name(struct lmbox_reader *reader, const char *name,
+				struct lmbox_folder_info *info_r)
+{
+	int ret;
+
+	if ((ret = lmbox_reader_check(reader)) < 0)
+		return ret;
+	if (name == NULL || name[0] == '\0' || strlen(name) > LMBOX_MAX_FOLDER_NAME) {
+		return lmbox_set_error(reader->store, LMBOX_ERR_INVALID,
+				       "%s: bad folder name", reader->store->dir);
+	}
+	return lmbox_folder_load_name(reader->store, reader->txn, name, info_r);
+}
+
+int lmbox_reader_msg(struct lmbox_reader *reader, uint32_t folder_id,
+		     uint32_t uid, struct lmbox_msg_meta *meta_r)
+{
+	int ret;
+
+	if ((ret = lmbox_reader_check(reader)) < 0)
+		return ret;
+	return lmbox_msg_load(reader->store, reader->txn, folder_id, uid, meta_r);
+}
+
+int lmbox_reader_uidl(struct lmbox_reader *reader, uint32_t folder_id,
+		      const char *uidl, uint32_t *uid_r)
+{
+	struct lmbox_store *store = reader->store;
+	unsigned char key[4 + LMBOX_MAX_UIDL_LEN];
+	MDB_val k, v;
+	int rc, ret;
+
+	if ((ret = lmbox_reader_check(reader)) < 0)
+		return ret;
+	if (uidl == NULL || !lmbox_uidl_valid(uidl, strlen(uidl))) {
+		/* no such UIDL can be stored */
+		return lmbox_set_error(store, LMBOX_ERR_NOTFOUND,
+			"%s: no message with UIDL \"%.80s\" in folder %u",
+			store->dir, uidl == NULL ? "" : uidl, folder_id);
+	}
+	k.mv_data = key;
+	k.mv_size = lmbox_uidl_key_encode(key, folder_id, uidl);
+	/* duplicates sort by big-endian UID: the first is the lowest */
+	rc = mdb_get(reader->txn, store->env->dbi_uidls, &k, &v);
+	if (rc == MDB_NOTFOUND) {
+		return lmbox_set_error(store, LMBOX_ERR_NOTFOUND,
+			"%s: no message with UIDL \"%s\" in folder %u", store->dir, uidl, folder_id);
+	}
+	if (rc != 0)
+		return lmbox_set_mdb_error(store, rc, "%s: UIDL lookup", store->dir);
+	if (lmbox_u32_key_decode(v.mv_data, v.mv_size, uid_r) < 0 || *uid_r == 0) {
+		return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+			"%s: UIDL index entry \"%s\" of folder %u is malformed",
+			store->mdb_path, uidl, folder_id);
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------ iteration */
+
+struct lmbox_msg_iter {
+	struct lmbox_reader *reader;
+	MDB_cursor *cursor;
+	uint32_t folder_id, from_uid;
+	bool started, done;
+};
+
+int lmbox_msg_iter_init(struct lmbox_reader *reader, uint32_t folder_id,
+			uint32_t from_uid, struct lmbox_msg_iter **iter_r)
+{
+	struct lmbox_msg_iter *iter;
+	int rc, ret;
+
+	*iter_r = NULL;
+	if ((ret = lmbox_reader_check(reader)) < 0)
+		return ret;
+	if ((iter = calloc(1, sizeof(*iter))) == NULL)
+		return lmbox_set_error(reader->store, LMBOX_ERR_NOMEM, "out of memory");
+	rc = mdb_cursor_open(reader->txn, reader->store->env->dbi_msgs, &iter->cursor);
+	if (rc != 0) {
+		free(iter);
+		return lmbox_set_mdb_error(reader->store, rc, "%s: cursor", reader->store->dir);
+	}
+	iter->reader = reader;
+	iter->folder_id = folder_id;
+	iter->from_uid = from_uid == 0 ? 1 : from_uid;
+	*iter_r = iter;
+	return 0;
+}
+
+int lmbox_msg_iter_next(struct lmbox_msg_iter *iter, struct lmbox_msg_meta *meta_r)
+{
+	struct lmbox_store *store = iter->reader->store;
+	unsigned char key[8];
+	MDB_val k, v;
+	uint32_t fid, uid;
+	int rc;
+
+	if (iter->done)
+		return 0;
+	if (!iter->started) {
+		iter->started = true;
+		lmbox_msg_key_encode(key, iter->folder_id, iter->from_uid);
+		k.mv_data = key;
+		k.mv_size = 8;
+		rc = mdb_cursor_get(iter->cursor, &k, &v, MDB_SET_RANGE);
+	} else {
+		rc = mdb_cursor_get(iter->cursor, &k, &v, MDB_NEXT);
+	}
+	if (rc == MDB_NOTFOUND) {
+		iter->done = true;
+		return 0;
+	}
+	if (rc != 0)
+		return lmbox_set_mdb_error(store, rc, "%s: iterating folder %u",
+					   store->dir, iter->folder_id);
+	if (k.mv_size == 8 && lmbox_get_be32(k.mv_data) != iter->folder_id) {
+		iter->done = true;
+		return 0;
+	}
+	if (lmbox_msg_key_decode(k.mv_data, k.mv_size, &fid, &uid) < 0 ||
+	    lmbox_msg_decode(v.mv_data, v.mv_size, meta_r) < 0) {
+		return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+			"%s: a message record of folder %u is malformed",
+			store->mdb_path, iter->folder_id);
+	}
+	meta_r->folder_id = fid;
+	meta_r->uid = uid;
+	return 1;
+}
+
+void lmbox_msg_iter_deinit(struct lmbox_msg_iter **_iter)
+{
+	struct lmbox_msg_iter *iter = *_iter;
+
+	if (iter == NULL)
+		return;
+	*_iter = NULL;
+	if (iter->reader->store->pid == getpid())
+		mdb_cursor_close(iter->cursor);
+	free(iter);
+}

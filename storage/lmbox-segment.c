@@ -1,0 +1,556 @@
+/*
+ * lmbox-segment.c: body segment files.  Blobs are appended at the committed
+ * tail of the current segment while the LMDB write lock is held; the new
+ * tail is recorded in LMDB by the same commit, so bytes written by a writer
+ * that died before committing are simply overwritten by the next one.
+ * Dead blobs are recorded in the "reclaim" DB in the commit that kills them
+ * and punched out (or their segment unlinked) after it; a crash in between
+ * is redone at the next open (lmbox_reclaim_pending).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <linux/falloc.h>
+
+#include "lmbox-private.h"
+
+void lmbox_seg_path(const struct lmbox_store *store, uint32_t seg_id, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s/%08X", store->seg_dir, seg_id);
+}
+
+int lmbox_pread_full(struct lmbox_store *store, int fd, void *buf, size_t size,
+		     uint64_t offset, const char *what)
+{
+	unsigned char *p = buf;
+
+	while (size > 0) {
+		ssize_t n = pread(fd, p, size, (off_t)offset);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return lmbox_set_errno(store, errno, "%s: read at offset %llu failed",
+					       what, (unsigned long long)offset);
+		}
+		if (n == 0) {
+			return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+				"%s: file ends at offset %llu, %zu bytes short (truncated)",
+				what, (unsigned long long)offset, size);
+		}
+		p += n;
+		size -= (size_t)n;
+		offset += (uint64_t)n;
+	}
+	return 0;
+}
+
+int lmbox_pwrite_full(struct lmbox_store *store, int fd, const void *buf, size_t size,
+		      uint64_t offset, const char *what)
+{
+	const unsigned char *p = buf;
+
+	while (size > 0) {
+		ssize_t n = pwrite(fd, p, size, (off_t)offset);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return lmbox_set_errno(store, errno, "%s: write at offset %llu failed",
+					       what, (unsigned long long)offset);
+		}
+		p += n;
+		size -= (size_t)n;
+		offset += (uint64_t)n;
+	}
+	return 0;
+}
+
+int lmbox_seg_open_read(struct lmbox_store *store, uint32_t seg_id, int *fd_r)
+{
+	char path[4096];
+
+	lmbox_seg_path(store, seg_id, path, sizeof(path));
+	*fd_r = open(path, O_RDONLY | O_CLOEXEC);
+	if (*fd_r < 0)
+		return lmbox_set_errno(store, errno, "open(%s) failed", path);
+	return 0;
+}
+
+/* ------------------------------------------------------ write transaction */
+
+static int lmbox_wseg_get(struct lmbox_wctx *ctx, uint32_t seg_id, struct lmbox_wseg **seg_r)
+{
+	struct lmbox_store *store = ctx->store;
+	unsigned char key[4];
+	MDB_val k = { 4, key }, v;
+	struct lmbox_wseg *seg;
+	int rc;
+
+	for (unsigned int i = 0; i < ctx->seg_count; i++) {
+		if (ctx->segs[i].seg_id == seg_id) {
+			*seg_r = &ctx->segs[i];
+			return ctx->segs[i].deleted ? LMBOX_ERR_NOTFOUND : 0;
+		}
+	}
+	lmbox_put_be32(key, seg_id);
+	rc = mdb_get(ctx->txn, store->env->dbi_segs, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return lmbox_set_error(store, LMBOX_ERR_NOTFOUND, "%s: segment %08X has no record",
+				       store->dir, seg_id);
+	if (rc != 0)
+		return lmbox_set_mdb_error(store, rc, "%s: reading segment %08X record",
+					   store->dir, seg_id);
+	if (lmbox_grow_array(&ctx->segs, &ctx->seg_alloc, ctx->seg_count + 1,
+			     sizeof(*ctx->segs)) < 0)
+		return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+	seg = &ctx->segs[ctx->seg_count];
+	memset(seg, 0, sizeof(*seg));
+	seg->seg_id = seg_id;
+	if (lmbox_seg_rec_decode(v.mv_data, v.mv_size, &seg->rec) < 0) {
+		return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+			"%s: record of segment %08X is malformed", store->mdb_path, seg_id);
+	}
+	ctx->seg_count++;
+	*seg_r = seg;
+	return 0;
+}
+
+static int lmbox_wctx_keep_fd(struct lmbox_wctx *ctx, int fd)
+{
+	if (lmbox_grow_array(&ctx->sync_fds, &ctx->sync_fd_alloc,
+			     ctx->sync_fd_count + 1, sizeof(int)) < 0) {
+		close(fd);
+		return lmbox_set_error(ctx->store, LMBOX_ERR_NOMEM, "out of memory");
+	}
+	ctx->sync_fds[ctx->sync_fd_count++] = fd;
+	return 0;
+}
+
+static int lmbox_add_reclaim(struct lmbox_wctx *ctx, uint32_t seg_id, uint8_t kind,
+			     uint64_t offset, uint64_t len)
+{
+	struct lmbox_store *store = ctx->store;
+	struct lmbox_reclaim_rec rec = { kind, len };
+	unsigned char key[12], val[LMBOX_RECLAIM_REC_SIZE];
+	MDB_val k = { 12, key }, v = { LMBOX_RECLAIM_REC_SIZE, val };
+	struct lmbox_reclaim_item *item;
+	int rc;
+
+	lmbox_reclaim_key_encode(key, seg_id, offset);
+	lmbox_reclaim_rec_encode(&rec, val);
+	if ((rc = mdb_put(ctx->txn, store->env->dbi_reclaim, &k, &v, 0)) != 0)
+		return lmbox_set_mdb_error(store, rc, "%s: recording dead space", store->dir);
+	if (lmbox_grow_array(&ctx->reclaims, &ctx->reclaim_alloc,
+			     ctx->reclaim_count + 1, sizeof(*ctx->reclaims)) < 0)
+		return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+	item = &ctx->reclaims[ctx->reclaim_count++];
+	item->seg_id = seg_id;
+	item->kind = kind;
+	item->offset = offset;
+	item->len = len;
+	return 0;
+}
+
+static int lmbox_wseg_create(struct lmbox_wctx *ctx)
+{
+	struct lmbox_store *store = ctx->store;
+	struct lmbox_seg_hdr hdr;
+	struct lmbox_wseg *seg;
+	unsigned char buf[LMBOX_SEG_HDR_SIZE];
+	char path[4096];
+	uint32_t id = ctx->next_seg_id;
+	int fd, ret;
+
+	if (id == 0 || id == UINT32_MAX)
+		return lmbox_set_error(store, LMBOX_ERR_CORRUPT, "%s: segment ids exhausted",
+				       store->mdb_path);
+	lmbox_seg_path(store, id, path, sizeof(path));
+	/* An existing file of this id was left by a writer that died before
+	 * committing it: nothing refers to it, so truncating is safe. */
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, store->opts.file_mode);
+	if (fd < 0)
+		return lmbox_set_errno(store, errno, "creating segment %s failed", path);
+	if ((ret = lmbox_wctx_keep_fd(ctx, fd)) < 0)
+		return ret;
+	memset(&hdr, 0, sizeof(hdr));
+	hdr.version = LMBOX_SEG_VERSION;
+	hdr.seg_id = id;
+	hdr.created = lmbox_now();
+	lmbox_seg_hdr_encode(&hdr, buf);
+	if ((ret = lmbox_pwrite_full(store, fd, buf, sizeof(buf), 0, path)) < 0)
+		return ret;
+	if (lmbox_grow_array(&ctx->segs, &ctx->seg_alloc, ctx->seg_count + 1,
+			     sizeof(*ctx->segs)) < 0)
+		return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+	seg = &ctx->segs[ctx->seg_count++];
+	memset(seg, 0, sizeof(*seg));
+	seg->seg_id = id;
+	seg->rec.tail = LMBOX_SEG_HDR_SIZE;
+	ctx->cur_seg = id;
+	ctx->cur_fd = fd;
+	ctx->cur_created = true;
+	ctx->next_seg_id = id + 1;
+	ctx->meta_dirty = true;
+	return 0;
+}
+
+static int lmbox_wseg_load_current(struct lmbox_wctx *ctx)
+{
+	struct lmbox_store *store = ctx->store;
+	struct lmbox_wseg *seg;
+	char path[4096];
+	uint32_t cur;
+	int ret, fd;
+
+	if ((ret = lmbox_meta_get_u32(store, ctx->txn, LMBOX_META_CUR_SEG, &cur)) < 0 ||
+	    (ret = lmbox_meta_get_u32(store, ctx->txn, LMBOX_META_NEXT_SEG_ID,
+				      &ctx->next_seg_id)) < 0) {
+		return ret != LMBOX_ERR_NOTFOUND ? ret :
+			lmbox_set_error(store, LMBOX_ERR_CORRUPT, "%s: segment meta missing",
+					store->mdb_path);
+	}
+	if (cur == 0)
+		return lmbox_wseg_create(ctx);
+	if ((ret = lmbox_wseg_get(ctx, cur, &seg)) < 0) {
+		return ret != LMBOX_ERR_NOTFOUND ? ret :
+			lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+				"%s: current segment %08X has no record", store->mdb_path, cur);
+	}
+	lmbox_seg_path(store, cur, path, sizeof(path));
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT) {
+			return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+				"segment %s is missing", path);
+		}
+		return lmbox_set_errno(store, errno, "open(%s) failed", path);
+	}
+	if ((ret = lmbox_wctx_keep_fd(ctx, fd)) < 0)
+		return ret;
+	ctx->cur_seg = cur;
+	ctx->cur_fd = fd;
+	return 0;
+}
+
+static int lmbox_wseg_current(struct lmbox_wctx *ctx, struct lmbox_wseg **seg_r)
+{
+	for (unsigned int i = 0; i < ctx->seg_count; i++) {
+		if (ctx->segs[i].seg_id == ctx->cur_seg) {
+			*seg_r = &ctx->segs[i];
+			return 0;
+		}
+	}
+	return lmbox_set_error(ctx->store, LMBOX_ERR_CORRUPT, "%s: current segment lost",
+			       ctx->store->dir);
+}
+
+static int lmbox_wseg_rotate(struct lmbox_wctx *ctx, struct lmbox_wseg *old)
+{
+	int ret;
+
+	old->rec.flags |= LMBOX_SEG_SEALED;
+	if (old->rec.live_count == 0) {
+		old->deleted = true;
+		if ((ret = lmbox_add_reclaim(ctx, old->seg_id, LMBOX_RECLAIM_UNLINK, 0, 0)) < 0)
+			return ret;
+	}
+	return lmbox_wseg_create(ctx);
+}
+
+int lmbox_wseg_append(struct lmbox_wctx *ctx, const struct lmbox_blob_hdr *hdr,
+		      const void *mem, int src_fd, uint64_t src_offset,
+		      uint32_t *seg_id_r, uint64_t *offset_r)
+{
+	struct lmbox_store *store = ctx->store;
+	struct lmbox_wseg *seg = NULL;
+	unsigned char hbuf[LMBOX_BLOB_HDR_SIZE];
+	uint64_t len = LMBOX_BLOB_HDR_SIZE + hdr->stored_size, pos;
+	char path[4096];
+	int ret;
+
+	if (ctx->cur_seg == 0 && (ret = lmbox_wseg_load_current(ctx)) < 0)
+		return ret;
+	if ((ret = lmbox_wseg_current(ctx, &seg)) < 0)
+		return ret;
+	if (seg->rec.tail > LMBOX_SEG_HDR_SIZE &&
+	    seg->rec.tail + len > store->opts.segment_max) {
+		if ((ret = lmbox_wseg_rotate(ctx, seg)) < 0 ||
+		    (ret = lmbox_wseg_current(ctx, &seg)) < 0)
+			return ret;
+	}
+	lmbox_seg_path(store, seg->seg_id, path, sizeof(path));
+	pos = seg->rec.tail;
+	lmbox_blob_hdr_encode(hdr, hbuf);
+	if ((ret = lmbox_pwrite_full(store, ctx->cur_fd, hbuf, sizeof(hbuf), pos, path)) < 0)
+		return ret;
+	if (mem != NULL) {
+		ret = lmbox_pwrite_full(store, ctx->cur_fd, mem, hdr->stored_size,
+					pos + LMBOX_BLOB_HDR_SIZE, path);
+	} else {
+		unsigned char *buf = malloc(LMBOX_IO_CHUNK);
+		uint64_t done = 0;
+
+		if (buf == NULL)
+			return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+		while (ret == 0 && done < hdr->stored_size) {
+			size_t n = hdr->stored_size - done > LMBOX_IO_CHUNK ?
+				LMBOX_IO_CHUNK : (size_t)(hdr->stored_size - done);
+			ret = lmbox_pread_full(store, src_fd, buf, n, src_offset + done,
+					       "blob source");
+			if (ret == 0) {
+				ret = lmbox_pwrite_full(store, ctx->cur_fd, buf, n,
+					pos + LMBOX_BLOB_HDR_SIZE + done, path);
+			}
+			done += n;
+		}
+		free(buf);
+	}
+	if (ret < 0)
+		return ret;
+	seg->rec.tail += len;
+	seg->rec.live_count++;
+	seg->rec.live_bytes += len;
+	*seg_id_r = seg->seg_id;
+	*offset_r = pos;
+	return 0;
+}
+
+int lmbox_wseg_blob_dead(struct lmbox_wctx *ctx, uint32_t seg_id, uint64_t offset,
+			 uint64_t stored_size)
+{
+	struct lmbox_wseg *seg;
+	uint64_t len = LMBOX_BLOB_HDR_SIZE + stored_size;
+	int ret;
+
+	ret = lmbox_wseg_get(ctx, seg_id, &seg);
+	if (ret == LMBOX_ERR_NOTFOUND) {
+		/* the message pointed to a segment we don't know: nothing to
+		 * reclaim, and the expunge itself must not fail on it */
+		return 0;
+	}
+	if (ret < 0)
+		return ret;
+	seg->rec.live_count = seg->rec.live_count > 0 ? seg->rec.live_count - 1 : 0;
+	seg->rec.live_bytes = seg->rec.live_bytes >= len ? seg->rec.live_bytes - len : 0;
+	/* only a sealed segment can be unlinked: the current one is still
+	 * appended to */
+	if (seg->rec.live_count == 0 && (seg->rec.flags & LMBOX_SEG_SEALED) != 0) {
+		seg->deleted = true;
+		return lmbox_add_reclaim(ctx, seg_id, LMBOX_RECLAIM_UNLINK, 0, 0);
+	}
+	if (offset + len > seg->rec.tail) {
+		/* never punch beyond the committed tail: that space is the
+		 * next writer's */
+		return 0;
+	}
+	return lmbox_add_reclaim(ctx, seg_id, LMBOX_RECLAIM_PUNCH, offset, len);
+}
+
+/* Before the LMDB commit: bodies durable, then segment records and the
+ * segment meta into the transaction. */
+int lmbox_wseg_flush(struct lmbox_wctx *ctx)
+{
+	struct lmbox_store *store = ctx->store;
+	unsigned char key[4], val[LMBOX_SEG_REC_SIZE];
+	MDB_val k = { 4, key }, v = { LMBOX_SEG_REC_SIZE, val };
+	int rc, ret;
+
+	if (store->opts.fsync != LMBOX_FSYNC_NEVER) {
+		for (unsigned int i = 0; i < ctx->sync_fd_count; i++) {
+			if (fdatasync(ctx->sync_fds[i]) < 0)
+				return lmbox_set_errno(store, errno, "%s: fdatasync of a segment failed",
+						       store->seg_dir);
+		}
+		if (ctx->cur_created) {
+			int dfd = open(store->seg_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			if (dfd < 0 || fsync(dfd) < 0) {
+				ret = lmbox_set_errno(store, errno, "fsync(%s) failed", store->seg_dir);
+				if (dfd >= 0)
+					close(dfd);
+				return ret;
+			}
+			close(dfd);
+		}
+	}
+	for (unsigned int i = 0; i < ctx->seg_count; i++) {
+		struct lmbox_wseg *seg = &ctx->segs[i];
+
+		lmbox_put_be32(key, seg->seg_id);
+		if (seg->deleted) {
+			rc = mdb_del(ctx->txn, store->env->dbi_segs, &k, NULL);
+			if (rc == MDB_NOTFOUND)
+				rc = 0;
+		} else {
+			lmbox_seg_rec_encode(&seg->rec, val);
+			rc = mdb_put(ctx->txn, store->env->dbi_segs, &k, &v, 0);
+		}
+		if (rc != 0)
+			return lmbox_set_mdb_error(store, rc, "%s: writing segment %08X record",
+						   store->dir, seg->seg_id);
+	}
+	if (ctx->meta_dirty) {
+		if ((ret = lmbox_meta_put_u32(store, ctx->txn, LMBOX_META_CUR_SEG, ctx->cur_seg)) < 0 ||
+		    (ret = lmbox_meta_put_u32(store, ctx->txn, LMBOX_META_NEXT_SEG_ID,
+					      ctx->next_seg_id)) < 0)
+			return ret;
+	}
+	return 0;
+}
+
+void lmbox_wctx_free(struct lmbox_wctx *ctx)
+{
+	for (unsigned int i = 0; i < ctx->sync_fd_count; i++)
+		close(ctx->sync_fds[i]);
+	free(ctx->sync_fds);
+	free(ctx->segs);
+	free(ctx->reclaims);
+	free(ctx->folders);
+	memset(ctx, 0, sizeof(*ctx));
+	ctx->cur_fd = -1;
+}
+
+/* ---------------------------------------------------------------- reclaim */
+
+static int lmbox_reclaim_item_cmp(const void *a, const void *b)
+{
+	const struct lmbox_reclaim_item *ia = a, *ib = b;
+
+	if (ia->seg_id != ib->seg_id)
+		return ia->seg_id < ib->seg_id ? -1 : 1;
+	if (ia->offset != ib->offset)
+		return ia->offset < ib->offset ? -1 : 1;
+	return 0;
+}
+
+struct lmbox_reclaim_done_ctx {
+	const struct lmbox_reclaim_item *items;
+	unsigned int count;
+};
+
+static int lmbox_reclaim_done_fn(struct lmbox_wctx *ctx, void *context)
+{
+	struct lmbox_reclaim_done_ctx *c = context;
+	struct lmbox_store *store = ctx->store;
+	unsigned char key[12];
+	MDB_val k = { 12, key };
+	int rc;
+
+	for (unsigned int i = 0; i < c->count; i++) {
+		lmbox_reclaim_key_encode(key, c->items[i].seg_id, c->items[i].offset);
+		rc = mdb_del(ctx->txn, store->env->dbi_reclaim, &k, NULL);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			return lmbox_set_mdb_error(store, rc, "%s: clearing reclaim list", store->dir);
+	}
+	return 0;
+}
+
+/* Punch/unlink what items describe, then forget them.  Errors leave the
+ * items recorded: they are retried at the next open. */
+void lmbox_reclaim_run(struct lmbox_store *store,
+		       const struct lmbox_reclaim_item *_items, unsigned int count)
+{
+	struct lmbox_reclaim_item *items;
+	struct lmbox_reclaim_done_ctx done;
+	char path[4096];
+	uint32_t fd_seg = 0, unlinked_seg = 0;
+	int fd = -1;
+	unsigned int i, ok = 0;
+
+	items = malloc(sizeof(*items) * count);
+	if (items == NULL)
+		return;
+	memcpy(items, _items, sizeof(*items) * count);
+	qsort(items, count, sizeof(*items), lmbox_reclaim_item_cmp);
+	for (i = 0; i < count; i++) {
+		struct lmbox_reclaim_item *item = &items[i];
+
+		lmbox_seg_path(store, item->seg_id, path, sizeof(path));
+		if (item->kind == LMBOX_RECLAIM_UNLINK) {
+			if (fd >= 0 && fd_seg == item->seg_id) {
+				close(fd);
+				fd = -1;
+			}
+			if (unlink(path) < 0 && errno != ENOENT)
+				continue;
+			/* an unlink sorts first in its segment (offset 0)
+			 * and makes the punches after it moot */
+			unlinked_seg = item->seg_id;
+		} else if (item->seg_id != unlinked_seg) {
+			uint64_t start = item->offset, end = item->offset + item->len;
+			unsigned int first_ok = ok;
+
+			if (fd < 0 || fd_seg != item->seg_id) {
+				if (fd >= 0)
+					close(fd);
+				fd = open(path, O_RDWR | O_CLOEXEC);
+				fd_seg = item->seg_id;
+				if (fd < 0 && errno != ENOENT)
+					continue;
+			}
+			/* merge adjacent dead blobs into one syscall */
+			while (i + 1 < count && items[i + 1].seg_id == item->seg_id &&
+			       items[i + 1].kind == LMBOX_RECLAIM_PUNCH &&
+			       items[i + 1].offset == end) {
+				items[ok++] = items[i];
+				i++;
+				end = items[i].offset + items[i].len;
+			}
+			item = &items[i];
+			/* no punch support: the space comes back by compact */
+			if (fd >= 0 &&
+			    fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				      (off_t)start, (off_t)(end - start)) < 0 &&
+			    errno != EOPNOTSUPP) {
+				ok = first_ok;
+				continue;
+			}
+		}
+		items[ok++] = *item;
+	}
+	if (fd >= 0)
+		close(fd);
+	done.items = items;
+	done.count = ok;
+	if (ok > 0)
+		(void)lmbox_write(store, lmbox_reclaim_done_fn, &done);
+	free(items);
+}
+
+int lmbox_reclaim_pending(struct lmbox_store *store)
+{
+	struct lmbox_reclaim_item *items = NULL;
+	unsigned int count = 0, alloc = 0;
+	struct lmbox_reclaim_rec rec;
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc, ret;
+
+	if ((ret = lmbox_rtxn_begin(store, &txn)) < 0)
+		return ret;
+	if ((rc = mdb_cursor_open(txn, store->env->dbi_reclaim, &cur)) != 0) {
+		mdb_txn_abort(txn);
+		return lmbox_set_mdb_error(store, rc, "%s: cursor", store->dir);
+	}
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct lmbox_reclaim_item item;
+
+		if (lmbox_reclaim_key_decode(k.mv_data, k.mv_size, &item.seg_id, &item.offset) < 0 ||
+		    lmbox_reclaim_rec_decode(v.mv_data, v.mv_size, &rec) < 0)
+			continue; /* lmbox_check reports and removes these */
+		item.kind = rec.kind;
+		item.len = rec.len;
+		if (lmbox_grow_array(&items, &alloc, count + 1, sizeof(*items)) < 0)
+			break;
+		items[count++] = item;
+	}
+	mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	if (count > 0)
+		lmbox_reclaim_run(store, items, count);
+	free(items);
+	return 0;
+}

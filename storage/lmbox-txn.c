@@ -1,0 +1,561 @@
+/*
+ * lmbox-txn.c: write transactions.  Operations are only recorded in memory
+ * until lmbox_txn_commit(), which replays them in order inside one LMDB
+ * write transaction (lmbox_write): blobs are written at the committed tail
+ * of the current segment, records and folder counters updated, and the
+ * whole lot committed at once.  Because the replay is a pure function of
+ * the recorded operations it can be retried after the map is grown.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lmbox-private.h"
+
+int lmbox_txn_begin(struct lmbox_store *store, struct lmbox_txn **txn_r)
+{
+	struct lmbox_txn *txn;
+	int ret;
+
+	*txn_r = NULL;
+	if ((ret = lmbox_store_check_usable(store, true)) < 0)
+		return ret;
+	if ((txn = calloc(1, sizeof(*txn))) == NULL)
+		return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+	txn->store = store;
+	*txn_r = txn;
+	return 0;
+}
+
+void lmbox_pending_free(struct lmbox_pending *msg)
+{
+	if (msg == NULL)
+		return;
+	if (msg->spill_fd >= 0)
+		close(msg->spill_fd);
+	free(msg->data);
+	free(msg->uidl);
+	free(msg->keywords);
+	free(msg);
+}
+
+static void lmbox_txn_free(struct lmbox_txn *txn)
+{
+	lmbox_append_orphan_all(txn);
+	for (unsigned int i = 0; i < txn->op_count; i++) {
+		lmbox_pending_free(txn->ops[i].msg);
+		free(txn->ops[i].keywords);
+	}
+	free(txn->ops);
+	free(txn->uids);
+	free(txn);
+}
+
+void lmbox_txn_abort(struct lmbox_txn **_txn)
+{
+	if (*_txn == NULL)
+		return;
+	lmbox_txn_free(*_txn);
+	*_txn = NULL;
+}
+
+int lmbox_txn_add_op(struct lmbox_txn *txn, const struct lmbox_op *op)
+{
+	if (lmbox_grow_array(&txn->ops, &txn->op_alloc, txn->op_count + 1,
+			     sizeof(*txn->ops)) < 0)
+		return lmbox_set_error(txn->store, LMBOX_ERR_NOMEM, "out of memory");
+	txn->ops[txn->op_count++] = *op;
+	return 0;
+}
+
+int lmbox_keywords_pack(struct lmbox_store *store, const char *const *keywords,
+			char **packed_r, unsigned int *count_r)
+{
+	size_t size = 0, pos = 0;
+	unsigned int count = 0;
+	char *packed;
+
+	*packed_r = NULL;
+	*count_r = 0;
+	if (keywords == NULL)
+		return 0;
+	for (; keywords[count] != NULL; count++) {
+		size_t len = strlen(keywords[count]);
+
+		if (len == 0 || len > LMBOX_MAX_KEYWORD_LEN || count >= LMBOX_MAX_KEYWORDS) {
+			return lmbox_set_error(store, LMBOX_ERR_INVALID,
+				"%s: keyword \"%.80s\" is empty, too long or one too many",
+				store->dir, keywords[count]);
+		}
+		size += len + 1;
+	}
+	if (count == 0)
+		return 0;
+	if ((packed = malloc(size)) == NULL)
+		return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+	count = 0;
+	for (unsigned int i = 0; keywords[i] != NULL; i++) {
+		bool dup = false;
+
+		for (const char *p = packed; p < packed + pos; p += strlen(p) + 1)
+			dup = dup || strcmp(p, keywords[i]) == 0;
+		if (dup)
+			continue;
+		memcpy(packed + pos, keywords[i], strlen(keywords[i]) + 1);
+		pos += strlen(keywords[i]) + 1;
+		count++;
+	}
+	*packed_r = packed;
+	*count_r = count;
+	return 0;
+}
+
+static int lmbox_txn_simple_op(struct lmbox_txn *txn, enum lmbox_op_type type,
+			       uint32_t folder_id, uint32_t uid, struct lmbox_op *op)
+{
+	int ret;
+
+	if ((ret = lmbox_store_check_usable(txn->store, true)) < 0)
+		return ret;
+	if (folder_id == 0 || uid == 0) {
+		return lmbox_set_error(txn->store, LMBOX_ERR_INVALID,
+			"%s: folder id and uid must be nonzero", txn->store->dir);
+	}
+	op->type = type;
+	op->folder_id = folder_id;
+	op->uid = uid;
+	return lmbox_txn_add_op(txn, op);
+}
+
+int lmbox_txn_expunge(struct lmbox_txn *txn, uint32_t folder_id, uint32_t uid)
+{
+	struct lmbox_op op;
+
+	memset(&op, 0, sizeof(op));
+	return lmbox_txn_simple_op(txn, LMBOX_OP_EXPUNGE, folder_id, uid, &op);
+}
+
+int lmbox_txn_update_flags(struct lmbox_txn *txn, uint32_t folder_id, uint32_t uid,
+			   enum lmbox_modify modify, uint8_t flags)
+{
+	struct lmbox_op op;
+
+	if ((flags & ~LMBOX_FLAGS_MASK) != 0 || (unsigned int)modify > LMBOX_MODIFY_REMOVE) {
+		return lmbox_set_error(txn->store, LMBOX_ERR_INVALID,
+			"%s: bad flags 0x%x or modify %d", txn->store->dir, flags, (int)modify);
+	}
+	memset(&op, 0, sizeof(op));
+	op.modify = (uint8_t)modify;
+	op.flags = flags;
+	return lmbox_txn_simple_op(txn, LMBOX_OP_FLAGS, folder_id, uid, &op);
+}
+
+int lmbox_txn_update_keywords(struct lmbox_txn *txn, uint32_t folder_id, uint32_t uid,
+			      enum lmbox_modify modify, const char *const *keywords)
+{
+	struct lmbox_op op;
+	int ret;
+
+	if ((unsigned int)modify > LMBOX_MODIFY_REMOVE) {
+		return lmbox_set_error(txn->store, LMBOX_ERR_INVALID, "%s: bad modify %d",
+				       txn->store->dir, (int)modify);
+	}
+	memset(&op, 0, sizeof(op));
+	op.modify = (uint8_t)modify;
+	if ((ret = lmbox_keywords_pack(txn->store, keywords, &op.keywords, &op.kw_count)) < 0)
+		return ret;
+	if ((ret = lmbox_txn_simple_op(txn, LMBOX_OP_KEYWORDS, folder_id, uid, &op)) < 0)
+		free(op.keywords);
+	return ret;
+}
+
+int lmbox_txn_set_pop3_first_retr(struct lmbox_txn *txn, uint32_t folder_id,
+				  uint32_t uid, int64_t when)
+{
+	struct lmbox_op op;
+
+	memset(&op, 0, sizeof(op));
+	op.when = when != 0 ? when : lmbox_now();
+	return lmbox_txn_simple_op(txn, LMBOX_OP_POP3_RETR, folder_id, uid, &op);
+}
+
+static int lmbox_txn_seq_op(struct lmbox_txn *txn, enum lmbox_op_type type,
+			    uint32_t src_folder, uint32_t uid, uint32_t dst_folder)
+{
+	struct lmbox_op op;
+	int ret;
+
+	if (dst_folder == 0) {
+		return lmbox_set_error(txn->store, LMBOX_ERR_INVALID,
+				       "%s: destination folder id 0", txn->store->dir);
+	}
+	memset(&op, 0, sizeof(op));
+	op.dst_folder = dst_folder;
+	op.seq = txn->seq_count;
+	if ((ret = lmbox_txn_simple_op(txn, type, src_folder, uid, &op)) < 0)
+		return ret;
+	txn->seq_count++;
+	return (int)op.seq;
+}
+
+int lmbox_txn_copy(struct lmbox_txn *txn, uint32_t src_folder, uint32_t uid,
+		   uint32_t dst_folder)
+{
+	return lmbox_txn_seq_op(txn, LMBOX_OP_COPY, src_folder, uid, dst_folder);
+}
+
+int lmbox_txn_move(struct lmbox_txn *txn, uint32_t src_folder, uint32_t uid,
+		   uint32_t dst_folder)
+{
+	return lmbox_txn_seq_op(txn, LMBOX_OP_MOVE, src_folder, uid, dst_folder);
+}
+
+/* ------------------------------------------------------------------ apply */
+
+/* A message's strings copied out of the map: the record they point into
+ * may move when other records are written. */
+struct lmbox_meta_copy {
+	struct lmbox_msg_meta meta;
+	char uidl[LMBOX_MAX_UIDL_LEN + 1];
+	char *keywords;
+};
+
+static int lmbox_meta_copy(struct lmbox_store *store, const struct lmbox_msg_meta *src,
+			   struct lmbox_meta_copy *dst)
+{
+	size_t kw_size = lmbox_keywords_size(src->keywords, src->kw_count);
+
+	dst->meta = *src;
+	snprintf(dst->uidl, sizeof(dst->uidl), "%s", src->uidl);
+	dst->meta.uidl = dst->uidl;
+	dst->keywords = NULL;
+	if (kw_size > 0) {
+		if ((dst->keywords = malloc(kw_size)) == NULL)
+			return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+		memcpy(dst->keywords, src->keywords, kw_size);
+		dst->meta.keywords = dst->keywords;
+	}
+	return 0;
+}
+
+static int lmbox_assign_uid(struct lmbox_store *store, struct lmbox_folder_info *folder,
+			    uint32_t want, uint32_t *uid_r)
+{
+	uint32_t uid = want >= folder->next_uid ? want : folder->next_uid;
+
+	if (uid == 0 || uid == UINT32_MAX) {
+		return lmbox_set_error(store, LMBOX_ERR_INVALID,
+			"%s: folder \"%s\" has run out of UIDs", store->dir, folder->name);
+	}
+	folder->next_uid = uid + 1;
+	*uid_r = uid;
+	return 0;
+}
+
+static int lmbox_apply_append(struct lmbox_wctx *ctx, struct lmbox_txn *txn,
+			      const struct lmbox_op *op)
+{
+	struct lmbox_store *store = ctx->store;
+	struct lmbox_pending *msg = op->msg;
+	struct lmbox_folder_info folder;
+	struct lmbox_msg_meta meta;
+	struct lmbox_blob_hdr hdr;
+	char uidl[LMBOX_MAX_UIDL_LEN + 1];
+	int ret;
+
+	if ((ret = lmbox_folder_load(store, ctx->txn, op->folder_id, &folder)) < 0)
+		return ret;
+	memset(&meta, 0, sizeof(meta));
+	if ((ret = lmbox_assign_uid(store, &folder, msg->want_uid, &meta.uid)) < 0)
+		return ret;
+	if (msg->uidl != NULL)
+		snprintf(uidl, sizeof(uidl), "%s", msg->uidl);
+	else
+		snprintf(uidl, sizeof(uidl), "%08X%08X", meta.uid, folder.uidvalidity);
+	hdr.codec = msg->codec;
+	hdr.phys_size = msg->phys_size;
+	hdr.stored_size = msg->stored_size;
+	hdr.checksum = msg->checksum;
+	ret = lmbox_wseg_append(ctx, &hdr, msg->spill_fd >= 0 ? NULL :
+				msg->data != NULL ? (const void *)msg->data : "",
+				msg->spill_fd, 0, &meta.seg_id, &meta.seg_offset);
+	if (ret < 0)
+		return ret;
+	meta.pop3_order = msg->pop3_order;
+	meta.flags = msg->flags;
+	meta.codec = msg->codec;
+	meta.received_date = msg->received_date;
+	meta.save_date = msg->save_date;
+	meta.phys_size = msg->phys_size;
+	meta.virt_size = msg->virt_size;
+	meta.stored_size = msg->stored_size;
+	meta.checksum = msg->checksum;
+	memcpy(meta.guid, msg->guid, LMBOX_GUID_SIZE);
+	meta.uidl = uidl;
+	meta.keywords = msg->keywords != NULL ? msg->keywords : "";
+	meta.kw_count = msg->kw_count;
+	if ((ret = lmbox_msg_add(ctx, &folder, &meta)) < 0 ||
+	    (ret = lmbox_folder_save(store, ctx->txn, &folder)) < 0)
+		return ret;
+	txn->uids[op->seq] = meta.uid;
+	return 0;
+}
+
+static int lmbox_apply_expunge(struct lmbox_wctx *ctx, struct lmbox_txn *txn,
+			       const struct lmbox_op *op)
+{
+	struct lmbox_store *store = ctx->store;
+	struct lmbox_folder_info folder;
+	struct lmbox_msg_meta meta;
+	int ret;
+
+	ret = lmbox_folder_load(store, ctx->txn, op->folder_id, &folder);
+	if (ret == 0)
+		ret = lmbox_msg_load(store, ctx->txn, op->folder_id, op->uid, &meta);
+	if (ret == LMBOX_ERR_NOTFOUND)
+		return 0; /* already gone: nothing to do */
+	if (ret < 0 ||
+	    (ret = lmbox_msg_remove(ctx, &folder, &meta, false)) < 0 ||
+	    (ret = lmbox_folder_save(store, ctx->txn, &folder)) < 0)
+		return ret;
+	txn->expunged++;
+	return 0;
+}
+
+static int lmbox_keywords_modify(struct lmbox_store *store, const struct lmbox_msg_meta *meta,
+				 const struct lmbox_op *op, char **packed_r,
+				 unsigned int *count_r)
+{
+	size_t old_size = lmbox_keywords_size(meta->keywords, meta->kw_count);
+	size_t op_size = lmbox_keywords_size(op->keywords, op->kw_count);
+	char *out = malloc(old_size + op_size + 1);
+	size_t pos = 0;
+	unsigned int count = 0;
+	const char *p, *q;
+
+	if (out == NULL)
+		return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+	/* keep old ones unless replaced or removed */
+	if (op->modify != LMBOX_MODIFY_REPLACE) {
+		p = meta->keywords;
+		for (unsigned int i = 0; i < meta->kw_count; i++, p += strlen(p) + 1) {
+			bool listed = false;
+
+			q = op->keywords;
+			for (unsigned int j = 0; j < op->kw_count; j++, q += strlen(q) + 1)
+				listed = listed || strcmp(p, q) == 0;
+			if (op->modify == LMBOX_MODIFY_REMOVE && listed)
+				continue;
+			memcpy(out + pos, p, strlen(p) + 1);
+			pos += strlen(p) + 1;
+			count++;
+		}
+	}
+	if (op->modify != LMBOX_MODIFY_REMOVE) {
+		q = op->keywords;
+		for (unsigned int j = 0; j < op->kw_count; j++, q += strlen(q) + 1) {
+			bool have = false;
+
+			for (p = out; p < out + pos; p += strlen(p) + 1)
+				have = have || strcmp(p, q) == 0;
+			if (have)
+				continue;
+			memcpy(out + pos, q, strlen(q) + 1);
+			pos += strlen(q) + 1;
+			count++;
+		}
+	}
+	if (count > LMBOX_MAX_KEYWORDS || pos > 65535) {
+		free(out);
+		return lmbox_set_error(store, LMBOX_ERR_INVALID,
+			"%s: too many keywords on uid %u in folder %u", store->dir,
+			meta->uid, meta->folder_id);
+	}
+	*packed_r = out;
+	*count_r = count;
+	return 0;
+}
+
+/* Flags, keywords, POP3 first retrieval: rewrite the record in place. */
+static int lmbox_apply_modify(struct lmbox_wctx *ctx, const struct lmbox_op *op)
+{
+	struct lmbox_store *store = ctx->store;
+	struct lmbox_folder_info folder;
+	struct lmbox_msg_meta meta;
+	char *keywords = NULL;
+	int ret;
+
+	ret = lmbox_msg_load(store, ctx->txn, op->folder_id, op->uid, &meta);
+	if (ret == LMBOX_ERR_NOTFOUND)
+		return 0;
+	if (ret < 0)
+		return ret;
+	switch (op->type) {
+	case LMBOX_OP_FLAGS:
+		if (op->modify == LMBOX_MODIFY_REPLACE)
+			meta.flags = op->flags;
+		else if (op->modify == LMBOX_MODIFY_ADD)
+			meta.flags |= op->flags;
+		else
+			meta.flags &= ~op->flags;
+		break;
+	case LMBOX_OP_KEYWORDS:
+		if ((ret = lmbox_keywords_modify(store, &meta, op, &keywords,
+						 &meta.kw_count)) < 0)
+			return ret;
+		meta.keywords = keywords;
+		break;
+	case LMBOX_OP_POP3_RETR:
+		if (meta.pop3_first_retr != 0)
+			return 0;
+		meta.pop3_first_retr = op->when;
+		break;
+	default:
+		break;
+	}
+	ret = lmbox_msg_save(store, ctx->txn, &meta, false);
+	free(keywords);
+	if (ret < 0)
+		return ret;
+	if ((ret = lmbox_wctx_touch_folder(ctx, op->folder_id)) <= 0)
+		return ret;
+	/* first change of this folder in this commit */
+	if ((ret = lmbox_folder_load(store, ctx->txn, op->folder_id, &folder)) < 0)
+		return ret;
+	folder.change_counter++;
+	return lmbox_folder_save(store, ctx->txn, &folder);
+}
+
+static int lmbox_apply_copy_move(struct lmbox_wctx *ctx, struct lmbox_txn *txn,
+				 const struct lmbox_op *op)
+{
+	struct lmbox_store *store = ctx->store;
+	struct lmbox_folder_info src_folder, dst_folder;
+	struct lmbox_msg_meta meta;
+	struct lmbox_meta_copy copy;
+	struct lmbox_blob_hdr hdr;
+	unsigned char hbuf[LMBOX_BLOB_HDR_SIZE];
+	bool move = op->type == LMBOX_OP_MOVE;
+	int ret, fd = -1;
+
+	ret = lmbox_folder_load(store, ctx->txn, op->folder_id, &src_folder);
+	if (ret == 0)
+		ret = lmbox_msg_load(store, ctx->txn, op->folder_id, op->uid, &meta);
+	if (ret == LMBOX_ERR_NOTFOUND) {
+		txn->uids[op->seq] = 0; /* source vanished */
+		return 0;
+	}
+	if (ret < 0 || (ret = lmbox_meta_copy(store, &meta, &copy)) < 0)
+		return ret;
+	if (move) {
+		if ((ret = lmbox_msg_remove(ctx, &src_folder, &copy.meta, true)) < 0 ||
+		    (ret = lmbox_folder_save(store, ctx->txn, &src_folder)) < 0)
+			goto out;
+	} else {
+		/* a copy owns its own blob, so expunging one never affects
+		 * the other */
+		char what[128];
+
+		snprintf(what, sizeof(what), "%s/seg/%08X", store->dir, copy.meta.seg_id);
+		if ((ret = lmbox_seg_open_read(store, copy.meta.seg_id, &fd)) < 0 ||
+		    (ret = lmbox_pread_full(store, fd, hbuf, sizeof(hbuf),
+					    copy.meta.seg_offset, what)) < 0)
+			goto out;
+		if (lmbox_blob_hdr_decode(hbuf, sizeof(hbuf), &hdr) < 0 ||
+		    hdr.stored_size != copy.meta.stored_size ||
+		    hdr.phys_size != copy.meta.phys_size || hdr.codec != copy.meta.codec) {
+			ret = lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+				"%s: cannot copy uid %u of folder %u: bad blob header at %llu",
+				what, op->uid, op->folder_id,
+				(unsigned long long)copy.meta.seg_offset);
+			goto out;
+		}
+		ret = lmbox_wseg_append(ctx, &hdr, NULL, fd,
+					copy.meta.seg_offset + LMBOX_BLOB_HDR_SIZE,
+					&copy.meta.seg_id, &copy.meta.seg_offset);
+		if (ret < 0)
+			goto out;
+	}
+	if ((ret = lmbox_folder_load(store, ctx->txn, op->dst_folder, &dst_folder)) < 0 ||
+	    (ret = lmbox_assign_uid(store, &dst_folder, 0, &copy.meta.uid)) < 0 ||
+	    (ret = lmbox_msg_add(ctx, &dst_folder, &copy.meta)) < 0 ||
+	    (ret = lmbox_folder_save(store, ctx->txn, &dst_folder)) < 0)
+		goto out;
+	txn->uids[op->seq] = copy.meta.uid;
+out:
+	if (fd >= 0)
+		close(fd);
+	free(copy.keywords);
+	return ret;
+}
+
+static int lmbox_txn_apply(struct lmbox_wctx *ctx, void *context)
+{
+	struct lmbox_txn *txn = context;
+	int ret = 0;
+
+	/* a retry starts from scratch */
+	if (txn->seq_count > 0)
+		memset(txn->uids, 0, sizeof(*txn->uids) * txn->seq_count);
+	txn->expunged = 0;
+	for (unsigned int i = 0; i < txn->op_count && ret == 0; i++) {
+		const struct lmbox_op *op = &txn->ops[i];
+
+		switch (op->type) {
+		case LMBOX_OP_APPEND:
+			ret = lmbox_apply_append(ctx, txn, op);
+			break;
+		case LMBOX_OP_EXPUNGE:
+			ret = lmbox_apply_expunge(ctx, txn, op);
+			break;
+		case LMBOX_OP_FLAGS:
+		case LMBOX_OP_KEYWORDS:
+		case LMBOX_OP_POP3_RETR:
+			ret = lmbox_apply_modify(ctx, op);
+			break;
+		case LMBOX_OP_COPY:
+		case LMBOX_OP_MOVE:
+			ret = lmbox_apply_copy_move(ctx, txn, op);
+			break;
+		}
+	}
+	return ret;
+}
+
+int lmbox_txn_commit(struct lmbox_txn **_txn, struct lmbox_commit_result *result)
+{
+	struct lmbox_txn *txn = *_txn;
+	int ret = 0;
+
+	*_txn = NULL;
+	if (result != NULL)
+		memset(result, 0, sizeof(*result));
+	if (txn == NULL)
+		return LMBOX_ERR_INVALID;
+	if (txn->seq_count > 0 &&
+	    (txn->uids = calloc(txn->seq_count, sizeof(*txn->uids))) == NULL) {
+		ret = lmbox_set_error(txn->store, LMBOX_ERR_NOMEM, "out of memory");
+	} else if (txn->op_count > 0) {
+		ret = lmbox_write(txn->store, lmbox_txn_apply, txn);
+	} else {
+		ret = lmbox_store_check_usable(txn->store, true);
+	}
+	if (ret == 0 && result != NULL) {
+		result->uids = txn->uids;
+		result->uid_count = txn->seq_count;
+		result->expunged = txn->expunged;
+		txn->uids = NULL;
+	}
+	lmbox_txn_free(txn);
+	return ret;
+}
+
+void lmbox_commit_result_free(struct lmbox_commit_result *result)
+{
+	if (result == NULL)
+		return;
+	free(result->uids);
+	result->uids = NULL;
+	result->uid_count = 0;
+}
