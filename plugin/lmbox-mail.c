@@ -1,0 +1,359 @@
+/*
+ * lmbox-mail.c: a message of an lmbox mailbox (an index_mail subclass).
+ *
+ * Sizes, dates, GUID, POP3 UIDL and POP3 order come from the store's
+ * metadata of the message, never from its body, so POP3's login walk,
+ * STAT, LIST and UIDL open no body.  The body stream is decompressed and
+ * checked against its checksum completely before the first byte is handed
+ * out (in memory for small messages, in an unlinked temp file for large
+ * ones), so a corrupt body fails the read instead of sending wrong bytes.
+ */
+#include "lib.h"
+#include "istream.h"
+#include "str.h"
+#include "safe-mkstemp.h"
+#include "write-full.h"
+#include "mail-user.h"
+#include "index-mail.h"
+#include "lmbox-storage.h"
+
+#include <unistd.h>
+
+/* Bodies up to this size are decompressed into memory. */
+#define LMBOX_BODY_MEMORY_MAX (4 * 1024 * 1024)
+#define LMBOX_BODY_READ_CHUNK (64 * 1024)
+
+struct lmbox_mail {
+	struct index_mail imail;
+
+	/* scalar metadata of the message (pointer fields cleared) */
+	struct lmbox_msg_meta meta;
+	const char *uidl;
+	uint32_t meta_uid;
+	bool meta_loaded;
+};
+
+#define LMBOX_MAIL(s) (container_of(INDEX_MAIL(s), struct lmbox_mail, imail))
+
+struct mail *
+lmbox_mail_alloc(struct mailbox_transaction_context *t,
+		 enum mail_fetch_field wanted_fields,
+		 struct mailbox_header_lookup_ctx *wanted_headers)
+{
+	struct lmbox_mail *mail;
+	pool_t pool;
+
+	pool = pool_alloconly_create("mail", 2048);
+	mail = p_new(pool, struct lmbox_mail, 1);
+	index_mail_init(&mail->imail, t, wanted_fields, wanted_headers,
+			pool, NULL);
+	return &mail->imail.mail.mail;
+}
+
+static void lmbox_mail_close(struct mail *_mail)
+{
+	struct lmbox_mail *mail = LMBOX_MAIL(_mail);
+
+	index_mail_close(_mail);
+	mail->meta_loaded = FALSE;
+	mail->uidl = NULL;
+}
+
+/* Load the message's metadata.  0 ok, -1 error or expunged (set). */
+static int lmbox_mail_load(struct lmbox_mail *mail)
+{
+	struct mail *_mail = &mail->imail.mail.mail;
+	struct lmbox_mailbox *mbox = LMBOX_MAILBOX(_mail->box);
+	struct lmbox_msg_meta meta;
+	int ret;
+
+	if (mail->meta_loaded && mail->meta_uid == _mail->uid)
+		return 0;
+	ret = lmbox_mailbox_msg_lookup(mbox, _mail->uid, &meta);
+	if (ret < 0)
+		return -1;
+	if (ret == 0) {
+		mail_set_expunged(_mail);
+		return -1;
+	}
+	mail->uidl = p_strdup(mail->imail.mail.data_pool, meta.uidl);
+	meta.uidl = NULL;
+	meta.keywords = NULL;
+	meta.kw_count = 0;
+	mail->meta = meta;
+	mail->meta_uid = _mail->uid;
+	mail->meta_loaded = TRUE;
+
+	mail->imail.data.physical_size = meta.phys_size;
+	mail->imail.data.virtual_size = meta.virt_size;
+	return 0;
+}
+
+static bool lmbox_mail_prefetch(struct mail *_mail ATTR_UNUSED)
+{
+	/* nothing to prefetch: metadata lookups are cheap and bodies are
+	   read only when asked for */
+	return TRUE;
+}
+
+static int lmbox_mail_get_received_date(struct mail *_mail, time_t *date_r)
+{
+	struct lmbox_mail *mail = LMBOX_MAIL(_mail);
+
+	if (_mail->saving)
+		return index_mail_get_received_date(_mail, date_r);
+	if (lmbox_mail_load(mail) < 0)
+		return -1;
+	*date_r = mail->imail.data.received_date =
+		(time_t)mail->meta.received_date;
+	return 0;
+}
+
+static int lmbox_mail_get_save_date(struct mail *_mail, time_t *date_r)
+{
+	struct lmbox_mail *mail = LMBOX_MAIL(_mail);
+
+	if (_mail->saving)
+		return index_mail_get_save_date(_mail, date_r);
+	if (lmbox_mail_load(mail) < 0)
+		return -1;
+	*date_r = mail->imail.data.save_date = (time_t)mail->meta.save_date;
+	return 1;
+}
+
+static int lmbox_mail_get_virtual_size(struct mail *_mail, uoff_t *size_r)
+{
+	struct lmbox_mail *mail = LMBOX_MAIL(_mail);
+
+	if (_mail->saving)
+		return index_mail_get_virtual_size(_mail, size_r);
+	if (lmbox_mail_load(mail) < 0)
+		return -1;
+	*size_r = mail->meta.virt_size;
+	return 0;
+}
+
+static int lmbox_mail_get_physical_size(struct mail *_mail, uoff_t *size_r)
+{
+	struct lmbox_mail *mail = LMBOX_MAIL(_mail);
+
+	if (_mail->saving)
+		return index_mail_get_physical_size(_mail, size_r);
+	if (lmbox_mail_load(mail) < 0)
+		return -1;
+	*size_r = mail->meta.phys_size;
+	return 0;
+}
+
+static int
+lmbox_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
+		       const char **value_r)
+{
+	struct lmbox_mail *mail = LMBOX_MAIL(_mail);
+
+	switch (field) {
+	case MAIL_FETCH_UIDL_BACKEND:
+	case MAIL_FETCH_POP3_ORDER:
+	case MAIL_FETCH_GUID:
+		break;
+	default:
+		return index_mail_get_special(_mail, field, value_r);
+	}
+	if (_mail->saving)
+		return index_mail_get_special(_mail, field, value_r);
+	if (lmbox_mail_load(mail) < 0)
+		return -1;
+
+	switch (field) {
+	case MAIL_FETCH_UIDL_BACKEND:
+		*value_r = mail->uidl;
+		break;
+	case MAIL_FETCH_POP3_ORDER:
+		/* "" (not "0") sorts messages without an order last */
+		*value_r = mail->meta.pop3_order == 0 ? "" :
+			p_strdup_printf(mail->imail.mail.data_pool, "%u",
+					mail->meta.pop3_order);
+		break;
+	case MAIL_FETCH_GUID:
+		*value_r = p_strdup(mail->imail.mail.data_pool,
+				    guid_128_to_string(mail->meta.guid));
+		break;
+	default:
+		i_unreached();
+	}
+	return 0;
+}
+
+static void lmbox_body_free(unsigned char *data)
+{
+	i_free(data);
+}
+
+/* The whole decompressed, verified body as an istream. */
+static int
+lmbox_mail_open_body(struct lmbox_mail *mail, struct istream **input_r)
+{
+	struct mail *_mail = &mail->imail.mail.mail;
+	struct lmbox_mailbox *mbox = LMBOX_MAILBOX(_mail->box);
+	struct lmbox_store *store = mbox->storage->store;
+	struct lmbox_body *body;
+	unsigned char *data = NULL;
+	size_t used = 0, alloc;
+	string_t *path = NULL;
+	int fd = -1, ret;
+	ssize_t n;
+
+	ret = lmbox_body_open(store, &mail->meta, &body);
+	if (ret < 0)
+		goto store_failed;
+
+	if (mail->meta.phys_size <= LMBOX_BODY_MEMORY_MAX) {
+		/* one extra byte notices a body longer than its metadata */
+		alloc = mail->meta.phys_size + 1;
+		data = i_malloc(alloc);
+		while ((n = lmbox_body_read(body, data + used,
+					    alloc - used)) > 0) {
+			used += n;
+			if (used == alloc)
+				break;
+		}
+	} else {
+		path = t_str_new(256);
+		mail_user_set_get_temp_prefix(path, _mail->box->storage->user->set);
+		fd = safe_mkstemp_hostpid(path, 0600, (uid_t)-1, (gid_t)-1);
+		if (fd == -1) {
+			mail_set_critical(_mail, "lmbox: safe_mkstemp(%s) failed: %m",
+					  str_c(path));
+			lmbox_body_close(&body);
+			return -1;
+		}
+		i_unlink(str_c(path));
+		alloc = LMBOX_BODY_READ_CHUNK;
+		data = i_malloc(alloc);
+		while ((n = lmbox_body_read(body, data, alloc)) > 0) {
+			if (write_full(fd, data, n) < 0) {
+				mail_set_critical(_mail,
+					"lmbox: write(%s) failed: %m",
+					str_c(path));
+				lmbox_body_close(&body);
+				i_free(data);
+				i_close_fd(&fd);
+				return -1;
+			}
+			used += n;
+		}
+		i_free(data);
+	}
+	lmbox_body_close(&body);
+	if (n < 0) {
+		ret = (int)n;
+		i_free(data);
+		if (fd != -1)
+			i_close_fd(&fd);
+		goto store_failed;
+	}
+	if (used != mail->meta.phys_size) {
+		i_free(data);
+		if (fd != -1)
+			i_close_fd(&fd);
+		mail_set_critical(_mail,
+			"lmbox: body of %s UID %u has %zu bytes, "
+			"metadata says %"PRIu64, _mail->box->vname, _mail->uid,
+			used, mail->meta.phys_size);
+		return -1;
+	}
+
+	if (fd == -1) {
+		*input_r = i_stream_create_from_data(data, used);
+		i_stream_add_destroy_callback(*input_r, lmbox_body_free, data);
+	} else {
+		*input_r = i_stream_create_fd_autoclose(&fd, IO_BLOCK_SIZE);
+	}
+	i_stream_set_name(*input_r, t_strdup_printf("lmbox %s UID %u",
+				mailbox_get_vname(_mail->box), _mail->uid));
+	return 0;
+
+store_failed:
+	lmbox_storage_set_error(_mail->box->storage, ret,
+		t_strdup_printf("reading body of %s UID %u",
+				_mail->box->vname, _mail->uid));
+	return -1;
+}
+
+static int
+lmbox_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
+		      struct message_size *hdr_size,
+		      struct message_size *body_size,
+		      struct istream **stream_r)
+{
+	struct lmbox_mail *mail = LMBOX_MAIL(_mail);
+	struct mail_private *pmail = &mail->imail.mail;
+	struct index_mail_data *data = &mail->imail.data;
+	struct istream *input;
+	int ret;
+
+	if (data->stream == NULL) {
+		if (_mail->saving) {
+			mail_storage_set_error(_mail->box->storage,
+				MAIL_ERROR_NOTPOSSIBLE,
+				"lmbox: message body not committed yet");
+			return -1;
+		}
+		if (!mail_stream_access_start(_mail))
+			return -1;
+		if (lmbox_mail_load(mail) < 0)
+			return -1;
+		T_BEGIN {
+			ret = lmbox_mail_open_body(mail, &input);
+		} T_END;
+		if (ret < 0)
+			return -1;
+		if (pmail->v.istream_opened != NULL &&
+		    pmail->v.istream_opened(_mail, &input) < 0) {
+			i_stream_unref(&input);
+			return -1;
+		}
+		data->stream = input;
+		index_mail_set_read_buffer_size(_mail, input);
+	}
+	return index_mail_init_stream(&mail->imail, hdr_size, body_size,
+				      stream_r);
+}
+
+struct mail_vfuncs lmbox_mail_vfuncs = {
+	.close = lmbox_mail_close,
+	.free = index_mail_free,
+	.set_seq = index_mail_set_seq,
+	.set_uid = index_mail_set_uid,
+	.set_uid_cache_updates = index_mail_set_uid_cache_updates,
+	.prefetch = lmbox_mail_prefetch,
+	.precache = index_mail_precache,
+	.add_temp_wanted_fields = index_mail_add_temp_wanted_fields,
+
+	.get_flags = index_mail_get_flags,
+	.get_keywords = index_mail_get_keywords,
+	.get_keyword_indexes = index_mail_get_keyword_indexes,
+	.get_modseq = index_mail_get_modseq,
+	.get_pvt_modseq = index_mail_get_pvt_modseq,
+	.get_parts = index_mail_get_parts,
+	.get_date = index_mail_get_date,
+	.get_received_date = lmbox_mail_get_received_date,
+	.get_save_date = lmbox_mail_get_save_date,
+	.get_virtual_size = lmbox_mail_get_virtual_size,
+	.get_physical_size = lmbox_mail_get_physical_size,
+	.get_first_header = index_mail_get_first_header,
+	.get_headers = index_mail_get_headers,
+	.get_header_stream = index_mail_get_header_stream,
+	.get_stream = lmbox_mail_get_stream,
+	.get_binary_stream = index_mail_get_binary_stream,
+	.get_special = lmbox_mail_get_special,
+	.get_backend_mail = index_mail_get_backend_mail,
+	.update_flags = index_mail_update_flags,
+	.update_keywords = index_mail_update_keywords,
+	.update_modseq = index_mail_update_modseq,
+	.update_pvt_modseq = index_mail_update_pvt_modseq,
+	.update_pop3_uidl = NULL,
+	.expunge = index_mail_expunge,
+	.set_cache_corrupted = index_mail_set_cache_corrupted,
+	.istream_opened = index_mail_opened,
+};

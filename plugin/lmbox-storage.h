@@ -1,0 +1,138 @@
+#ifndef LMBOX_STORAGE_H
+#define LMBOX_STORAGE_H
+/*
+ * Shared declarations of the "lmbox" Dovecot storage class: the storage,
+ * mailbox and save structures and the functions the role files
+ * (storage, mail, save, copy, sync) call in each other.
+ *
+ * The store (liblmbox) is the authority for messages, UIDs, flags and
+ * keywords; Dovecot's index files under the mail root are a cache that
+ * lmbox-sync.c keeps in step with it.
+ */
+#include "index-storage.h"
+#include "lmbox.h"
+
+#define LMBOX_STORAGE_NAME "lmbox"
+#define LMBOX_MAILBOX_DIR_NAME "mailboxes"
+#define LMBOX_SUBSCRIPTION_FILE_NAME "subscriptions"
+#define LMBOX_INDEX_HEADER_NAME "lmbox-hdr"
+
+/* Dovecot index header extension: what store state the index mirrors. */
+struct lmbox_index_header {
+	/* the store folder's change_counter the index was last synced to */
+	uint64_t change_counter;
+	/* the store folder the index belongs to (0 = unknown) */
+	uint32_t folder_id;
+	uint32_t unused;
+};
+
+struct lmbox_storage {
+	struct mail_storage storage;
+
+	struct lmbox_store *store;
+	const char *store_dir;
+	/* lmbox_body_open_count() when the storage was created */
+	uint64_t body_opens_at_start;
+	bool log_body_opens;
+};
+
+struct lmbox_mailbox {
+	struct mailbox box;
+	struct lmbox_storage *storage;
+
+	uint32_t hdr_ext_id;
+	uint32_t folder_id;
+	guid_128_t guid;
+	/* read snapshot for metadata lookups; ended at each sync so that it
+	   never pins old LMDB pages for longer than one command */
+	struct lmbox_reader *reader;
+};
+
+#define LMBOX_STORAGE(s) (container_of(s, struct lmbox_storage, storage))
+#define LMBOX_MAILBOX(s) (container_of(s, struct lmbox_mailbox, box))
+
+extern struct mail_storage lmbox_storage;
+extern struct mail_vfuncs lmbox_mail_vfuncs;
+
+/* lmbox-storage.c */
+/* Report a store failure err on storage: critical (logged with the store's
+   message) for I/O, corruption and configuration problems, a plain error
+   for NOTFOUND/EXISTS/NOSPACE. */
+void lmbox_storage_set_error(struct mail_storage *storage, int err,
+			     const char *what);
+bool lmbox_is_lmbox_mailbox(struct mailbox *box);
+/* The mailbox's read snapshot, begun on first use.  NULL on error (set). */
+struct lmbox_reader *lmbox_mailbox_get_reader(struct lmbox_mailbox *mbox);
+void lmbox_mailbox_reader_end(struct lmbox_mailbox *mbox);
+/* Metadata of uid: 1 found, 0 expunged, -1 error (set on storage).  Takes
+   a fresh snapshot once if the current one does not have it. */
+int lmbox_mailbox_msg_lookup(struct lmbox_mailbox *mbox, uint32_t uid,
+			     struct lmbox_msg_meta *meta_r);
+int lmbox_read_index_header(struct lmbox_mailbox *mbox,
+			    struct mail_index_view *view,
+			    struct lmbox_index_header *hdr_r);
+
+/* lmbox-mail.c */
+struct mail *
+lmbox_mail_alloc(struct mailbox_transaction_context *t,
+		 enum mail_fetch_field wanted_fields,
+		 struct mailbox_header_lookup_ctx *wanted_headers);
+
+/* lmbox-sync.c */
+enum lmbox_sync_flags {
+	LMBOX_SYNC_FLAG_FORCE = 0x01,
+	LMBOX_SYNC_FLAG_FSYNC = 0x02,
+	LMBOX_SYNC_FLAG_FORCE_REBUILD = 0x04,
+};
+
+struct lmbox_sync_context {
+	struct lmbox_mailbox *mbox;
+	struct mail_index_sync_ctx *index_sync_ctx;
+	struct mail_index_view *sync_view;
+	struct mail_index_transaction *trans;
+	ARRAY_TYPE(uint32_t) expunged_uids;
+	/* store change_counter and next_uid as of the reconcile */
+	uint64_t change_counter;
+	uint32_t store_next_uid;
+	/* store messages appended to the index by this sync */
+	unsigned int added;
+};
+
+int lmbox_sync_begin(struct lmbox_mailbox *mbox, enum lmbox_sync_flags flags,
+		     struct lmbox_sync_context **ctx_r);
+int lmbox_sync_finish(struct lmbox_sync_context **ctx, bool success);
+int lmbox_sync(struct lmbox_mailbox *mbox, enum lmbox_sync_flags flags);
+/* Record in the sync's transaction that the index mirrors info. */
+void lmbox_sync_record_counter(struct lmbox_sync_context *ctx,
+			       const struct lmbox_folder_info *info);
+/* Does the index need a sync against the store?  O(1). */
+int lmbox_sync_needed(struct lmbox_mailbox *mbox, bool *needed_r);
+struct mailbox_sync_context *
+lmbox_storage_sync_init(struct mailbox *box, enum mailbox_sync_flags flags);
+
+/* lmbox-save.c */
+struct mail_save_context *
+lmbox_save_alloc(struct mailbox_transaction_context *t);
+int lmbox_save_begin(struct mail_save_context *ctx, struct istream *input);
+int lmbox_save_continue(struct mail_save_context *ctx);
+int lmbox_save_finish(struct mail_save_context *ctx);
+void lmbox_save_cancel(struct mail_save_context *ctx);
+int lmbox_transaction_save_commit_pre(struct mail_save_context *ctx);
+void lmbox_transaction_save_commit_post(struct mail_save_context *ctx,
+		struct mail_index_transaction_commit_result *result);
+void lmbox_transaction_save_rollback(struct mail_save_context *ctx);
+/* For lmbox-copy.c: the store transaction of the save context (begun on
+   first use), and registering a store-side copy/move as the next saved
+   message of the transaction.  NULL / -1 on error (set). */
+struct lmbox_txn *lmbox_save_get_txn(struct mail_save_context *ctx);
+void lmbox_save_set_finished(struct mail_save_context *ctx);
+/* A message copied or moved inside the store (store_seq from
+   lmbox_txn_copy/move) becomes the next saved message: an index record
+   with the save context's flags, keywords and src_mail's cache fields. */
+void lmbox_save_add_copied(struct mail_save_context *ctx,
+			   struct mail *src_mail, unsigned int store_seq);
+
+/* lmbox-copy.c */
+int lmbox_copy(struct mail_save_context *ctx, struct mail *mail);
+
+#endif
