@@ -246,8 +246,8 @@ static uint64_t dir_alloc(const char *path)
 	while ((d = readdir(dir)) != NULL) {
 		if (d->d_name[0] == '.')
 			continue;
-		snprintf(sub, sizeof(sub), "%s/%s", path, d->d_name);
-		total += file_alloc(sub);
+		if ((size_t)snprintf(sub, sizeof(sub), "%s/%s", path, d->d_name) < sizeof(sub))
+			total += file_alloc(sub);
 	}
 	closedir(dir);
 	return total;
@@ -489,7 +489,7 @@ static int cmd_cat(const struct cli_command *cmd, int argc, char **argv)
 	struct lmbox_body *body;
 	unsigned char buf[65536];
 	char *pos[3];
-	uint32_t uid;
+	uint32_t uid = 0;
 	ssize_t n;
 	int npos, ret;
 
