@@ -393,6 +393,25 @@ static int lmbox_mailbox_find_folder(struct lmbox_mailbox *mbox)
 	return 1;
 }
 
+/* The store folder exists, so its directory must too (it holds the index
+   files and makes the fs list show the mailbox). */
+static int lmbox_mailbox_mkdir(struct mailbox *box)
+{
+	const char *path;
+	struct stat st;
+
+	if (mailbox_get_path_to(box, MAILBOX_LIST_PATH_TYPE_MAILBOX, &path) <= 0)
+		return 0;
+	if (stat(path, &st) == 0)
+		return 0;
+	if (errno != ENOENT) {
+		mailbox_set_critical(box, "stat(%s) failed: %m", path);
+		return -1;
+	}
+	return mailbox_mkdir(box, path, MAILBOX_LIST_PATH_TYPE_MAILBOX) < 0 ?
+		-1 : 0;
+}
+
 static int lmbox_mailbox_open(struct mailbox *box)
 {
 	struct lmbox_mailbox *mbox = LMBOX_MAILBOX(box);
@@ -402,7 +421,7 @@ static int lmbox_mailbox_open(struct mailbox *box)
 
 	if ((ret = lmbox_mailbox_find_folder(mbox)) <= 0)
 		return -1;
-	if (mailbox_create_missing_dir(box, MAILBOX_LIST_PATH_TYPE_MAILBOX) < 0)
+	if (lmbox_mailbox_mkdir(box) < 0)
 		return -1;
 	if (index_storage_mailbox_alloc_index(box) < 0)
 		return -1;
