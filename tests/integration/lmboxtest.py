@@ -599,8 +599,11 @@ class Dovecot:
 
     def __exit__(self, et, ev, tb):
         if et is not None and self.tmp:
-            print("--- last lines of %s:" % self.log_path)
-            print(self._tail(self.log_path, 40))
+            try:
+                self._kill_master()   # the master's log process flushes first
+            finally:
+                print("--- last lines of %s:" % self.log_path)
+                print(self._tail(self.log_path, 40))
         self.stop()
         return False
 
@@ -669,6 +672,9 @@ class Dovecot:
                 rcpt, e.smtp_code, e.smtp_error.decode(errors="replace")))
         except smtplib.SMTPRecipientsRefused as e:
             raise Failure("LMTP refused %s: %r" % (rcpt, e.recipients))
+        except smtplib.SMTPServerDisconnected as e:
+            raise Failure("LMTP connection closed during delivery to %s (%s): did the lmtp process "
+                          "die? see the log" % (rcpt, e))
 
     def lmtp_deliver_raw(self, user, msg, sender="sender@example.org", timeout=NET_TIMEOUT):
         """Like lmtp_deliver, but returns (code, text) of the DATA reply
