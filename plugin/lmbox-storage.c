@@ -195,14 +195,33 @@ static int lmbox_storage_sync_dirs(struct lmbox_storage *storage,
 	return 0;
 }
 
+int lmbox_storage_open_store(struct lmbox_storage *storage)
+{
+	const char *errmsg = NULL;
+	int ret;
+
+	if (storage->store != NULL)
+		return 0;
+	ret = lmbox_store_open(storage->store_dir, &storage->opts,
+			       &storage->store, &errmsg);
+	if (ret < 0) {
+		storage->store = NULL;
+		mail_storage_set_critical(&storage->storage,
+			"lmbox: Opening store %s failed: %s", storage->store_dir,
+			errmsg != NULL ? errmsg : lmbox_strerror(ret));
+		return -1;
+	}
+	/* a failure here only hides mailboxes from LIST; it was logged */
+	(void)lmbox_storage_sync_dirs(storage, storage->list);
+	return 0;
+}
+
 static int lmbox_storage_create(struct mail_storage *_storage,
 				struct mail_namespace *ns,
 				const char **error_r)
 {
 	struct lmbox_storage *storage = LMBOX_STORAGE(_storage);
-	struct lmbox_store_opts opts;
-	const char *root, *errmsg, *str;
-	int ret;
+	const char *root, *str;
 
 	if (!mailbox_list_get_root_path(ns->list, MAILBOX_LIST_PATH_TYPE_DIR,
 					&root)) {
@@ -211,27 +230,21 @@ static int lmbox_storage_create(struct mail_storage *_storage,
 		return -1;
 	}
 	storage->store_dir = p_strdup(_storage->pool, root);
-	if (lmbox_store_opts_from_settings(_storage, ns, &opts, error_r) < 0)
+	storage->list = ns->list;
+	if (lmbox_store_opts_from_settings(_storage, ns, &storage->opts,
+					   error_r) < 0)
 		return -1;
-
-	ret = lmbox_store_open(storage->store_dir, &opts, &storage->store,
-			       &errmsg);
-	if (ret < 0) {
-		*error_r = t_strdup_printf("lmbox: Opening store %s failed: %s",
-			storage->store_dir,
-			errmsg != NULL ? errmsg : lmbox_strerror(ret));
-		return -1;
-	}
 	str = mail_user_plugin_getenv(_storage->user, "lmbox_log_body_opens");
 	storage->log_body_opens = str != NULL &&
 		(strcmp(str, "yes") == 0 || strcmp(str, "1") == 0);
 	storage->body_opens_at_start = lmbox_body_open_count();
 
-	if (lmbox_storage_sync_dirs(storage, ns->list) < 0) {
-		*error_r = t_strdup_printf("lmbox: %s",
-			lmbox_store_errmsg(storage->store));
-		lmbox_store_close(&storage->store);
-		return -1;
+	/* Open now so that every store folder has its directory before the
+	   first LIST.  A failure (unwritable root, corrupt store) is logged
+	   here and reported to the client by the first mailbox access. */
+	if (lmbox_storage_open_store(storage) < 0) {
+		e_error(_storage->event, "%s",
+			mail_storage_get_last_internal_error(_storage, NULL));
 	}
 	return 0;
 }
@@ -364,10 +377,14 @@ lmbox_mailbox_alloc(struct mail_storage *storage, struct mailbox_list *list,
 static int lmbox_mailbox_find_folder(struct lmbox_mailbox *mbox)
 {
 	struct mailbox *box = &mbox->box;
-	struct lmbox_store *store = mbox->storage->store;
+	struct lmbox_store *store;
 	struct lmbox_folder_info info;
 	uint32_t id;
 	int ret;
+
+	if (lmbox_storage_open_store(mbox->storage) < 0)
+		return -1;
+	store = mbox->storage->store;
 
 	ret = lmbox_folder_lookup(store, box->name, &info);
 	if (ret == LMBOX_ERR_NOTFOUND && box->inbox_any) {
@@ -465,6 +482,8 @@ lmbox_mailbox_exists(struct mailbox *box, bool auto_boxes,
 		*existence_r = MAILBOX_EXISTENCE_SELECT;
 		return 0;
 	}
+	if (lmbox_storage_open_store(mbox->storage) < 0)
+		return -1;
 	ret = lmbox_folder_lookup(mbox->storage->store, box->name, &info);
 	if (ret == 0) {
 		*existence_r = MAILBOX_EXISTENCE_SELECT;
@@ -487,11 +506,15 @@ lmbox_mailbox_create(struct mailbox *box, const struct mailbox_update *update,
 		     bool directory)
 {
 	struct lmbox_mailbox *mbox = LMBOX_MAILBOX(box);
-	struct lmbox_store *store = mbox->storage->store;
+	struct lmbox_store *store;
 	const uint8_t *guid = NULL;
 	uint32_t id;
 	enum mail_error error;
 	int ret;
+
+	if (lmbox_storage_open_store(mbox->storage) < 0)
+		return -1;
+	store = mbox->storage->store;
 
 	ret = index_storage_mailbox_create(box, directory);
 	if (ret < 0 && !directory) {
@@ -569,6 +592,8 @@ static int lmbox_mailbox_delete(struct mailbox *box)
 	struct lmbox_mailbox *mbox = LMBOX_MAILBOX(box);
 	int ret;
 
+	if (lmbox_storage_open_store(mbox->storage) < 0)
+		return -1;
 	if ((ret = index_storage_mailbox_delete_pre(box)) <= 0)
 		return ret;
 	ret = lmbox_folder_delete(mbox->storage->store, box->name);
@@ -634,6 +659,8 @@ static int lmbox_mailbox_rename(struct mailbox *src, struct mailbox *dest)
 			"Can't rename mailboxes between lmbox stores");
 		return -1;
 	}
+	if (lmbox_storage_open_store(storage) < 0)
+		return -1;
 	ret = lmbox_folder_lookup(storage->store, dest->name, &info);
 	if (ret == 0) {
 		mail_storage_set_error(src->storage, MAIL_ERROR_EXISTS,
@@ -704,8 +731,9 @@ struct mail_storage lmbox_storage = {
 	.name = LMBOX_STORAGE_NAME,
 	.class_flags = MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_GUIDS |
 		MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_SAVE_GUIDS |
-		MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_GUID128 |
-		MAIL_STORAGE_CLASS_FLAG_BINARY_DATA,
+		/* not BINARY_DATA: that would make the zlib plugin compress
+		   what the store compresses already */
+		MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_GUID128,
 	.event_category = &event_category_lmbox,
 	.v = {
 		.alloc = lmbox_storage_alloc,

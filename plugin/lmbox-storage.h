@@ -29,7 +29,12 @@ struct lmbox_index_header {
 struct lmbox_storage {
 	struct mail_storage storage;
 
+	/* opened at storage creation; if that failed, again on each use
+	   until it works (so the client gets a clean error, not a dropped
+	   connection) */
 	struct lmbox_store *store;
+	struct lmbox_store_opts opts;
+	struct mailbox_list *list;
 	const char *store_dir;
 	/* lmbox_body_open_count() when the storage was created */
 	uint64_t body_opens_at_start;
@@ -61,6 +66,8 @@ extern struct mail_vfuncs lmbox_mail_vfuncs;
 void lmbox_storage_set_error(struct mail_storage *storage, int err,
 			     const char *what);
 bool lmbox_is_lmbox_mailbox(struct mailbox *box);
+/* Open the store if it isn't yet.  -1 = failed, critical error set. */
+int lmbox_storage_open_store(struct lmbox_storage *storage);
 /* The mailbox's read snapshot, begun on first use.  NULL on error (set). */
 struct lmbox_reader *lmbox_mailbox_get_reader(struct lmbox_mailbox *mbox);
 void lmbox_mailbox_reader_end(struct lmbox_mailbox *mbox);

@@ -407,7 +407,7 @@ static int lmbox_sync_rebuild(struct lmbox_mailbox *mbox)
 	struct lmbox_index_header hdr;
 	struct lmbox_msg_iter *iter;
 	struct lmbox_msg_meta meta;
-	uint32_t uid_validity, next_uid;
+	uint32_t uid_validity, next_uid, first_recent_uid;
 	int ret;
 
 	e_info(box->event, "lmbox: Rebuilding index from the store");
@@ -420,6 +420,10 @@ static int lmbox_sync_rebuild(struct lmbox_mailbox *mbox)
 	}
 
 	view = mail_index_view_open(box->index);
+	/* what was not recent stays so */
+	first_recent_uid = mail_index_get_header(view)->uid_validity ==
+		info.uidvalidity ?
+		mail_index_get_header(view)->first_recent_uid : 0;
 	trans = mail_index_transaction_begin(view,
 					MAIL_INDEX_TRANSACTION_FLAG_EXTERNAL);
 	mail_index_reset(trans);
@@ -429,6 +433,11 @@ static int lmbox_sync_rebuild(struct lmbox_mailbox *mbox)
 	mail_index_update_header(trans,
 		offsetof(struct mail_index_header, uid_validity),
 		&uid_validity, sizeof(uid_validity), TRUE);
+	if (first_recent_uid > 1) {
+		mail_index_update_header(trans,
+			offsetof(struct mail_index_header, first_recent_uid),
+			&first_recent_uid, sizeof(first_recent_uid), FALSE);
+	}
 
 	ret = lmbox_msg_iter_init(reader, mbox->folder_id, 1, &iter);
 	if (ret == 0) {
