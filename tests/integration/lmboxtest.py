@@ -1051,6 +1051,13 @@ def _demo(args):
         show("RETR 1", True)
         show("QUIT")
         r.close()
+        cli = lmbox_cli(dc.builddir)
+        if cli and uses_lmbox(location):
+            st = dc.run_as_mail_user([cli, "stat", dc.mail_root("demo")])
+            if st.returncode == 0 and st.stdout.strip():
+                print()
+                print("$ lmbox stat %s" % dc.mail_root("demo"))
+                print(st.stdout.decode(errors="replace").rstrip())
         bad = dc.log_errors()
         if bad:
             print("Dovecot logged errors:\n  " + "\n  ".join(bad))

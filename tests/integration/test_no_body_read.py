@@ -62,11 +62,13 @@ def main():
                 dc.mark_log()
                 t.eq(dc.doveadm_fetch("alice", fields), before_fetch, "doveadm fetch")
                 dc.assert_clean_log(since_mark=True)
-            with t.case("index files lost + unreadable bodies: STAT/LIST/UIDL still identical"):
+            with t.case("index files lost + unreadable bodies: STAT/LIST/UIDL and doveadm fetch still identical"):
                 files = dc.delete_index_files("alice")
                 print("      deleted %d Dovecot index files" % len(files))
                 dc.mark_log()
                 t.eq(pop3_meta(dc, "alice"), before, "STAT/LIST/UIDL after index loss")
+                dc.delete_index_files("alice")
+                t.eq(dc.doveadm_fetch("alice", fields), before_fetch, "doveadm fetch after index loss")
                 dc.assert_clean_log(since_mark=True)
             with t.case("RETR of an unreadable body fails cleanly (-ERR, log names the cause, no Panic/Fatal)"):
                 dc.mark_log()
