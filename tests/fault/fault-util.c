@@ -83,6 +83,24 @@ void fault_rmtree(const char *path)
 	nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+static char *cleanup_path;
+static pid_t cleanup_pid;
+
+static void cleanup_at_exit(void)
+{
+	if (cleanup_path != NULL && getpid() == cleanup_pid)
+		fault_rmtree(cleanup_path);
+}
+
+void fault_rmtree_at_exit(const char *path)
+{
+	if (cleanup_path == NULL)
+		atexit(cleanup_at_exit);
+	free(cleanup_path);
+	cleanup_path = strdup(path);
+	cleanup_pid = getpid();
+}
+
 uint64_t fault_file_alloc(const char *path)
 {
 	struct stat st;
@@ -208,6 +226,17 @@ uint32_t fault_folder(struct lmbox_store *store, const char *name)
 	}
 	CHECK_LM(store, ret, "folder create");
 	return id;
+}
+
+static void check_report(void *context, const char *line)
+{
+	if (*(int *)context)
+		fprintf(stderr, "check: %s\n", line);
+}
+
+int fault_check(struct lmbox_store *store, unsigned int flags, int verbose)
+{
+	return lmbox_check(store, flags, check_report, &verbose);
 }
 
 pid_t fault_fork(void)

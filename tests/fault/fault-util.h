@@ -46,6 +46,9 @@ double fault_now(void);
  * malloc()ed path. */
 char *fault_mkdtemp(const char *name);
 void fault_rmtree(const char *path);
+/* Remove path when the test process itself exits, pass or fail (not when
+ * a forked child exits); FAULT_KEEP keeps it. */
+void fault_rmtree_at_exit(const char *path);
 /* Allocated bytes (st_blocks * 512) of a file, 0 if missing. */
 uint64_t fault_file_alloc(const char *path);
 
@@ -61,6 +64,10 @@ void fault_fill_noise(uint64_t key, unsigned char *buf, size_t len);
 struct lmbox_store *fault_open(const char *dir, enum lmbox_fsync_mode fsync, int level);
 /* Folder id of name, created if missing. */
 uint32_t fault_folder(struct lmbox_store *store, const char *name);
+
+/* lmbox_check() with its problem lines on stderr (if verbose); returns
+ * its result: problems found, or <0. */
+int fault_check(struct lmbox_store *store, unsigned int flags, int verbose);
 
 /* fork() with stdio flushed; fails the test on error. */
 pid_t fault_fork(void);

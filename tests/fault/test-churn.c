@@ -124,7 +124,7 @@ static int measure_main(void *arg)
 	lmbox_reader_end(&reader);
 	CHECK(sum == st.stored_bytes, "stat says %llu stored bytes, messages sum to %llu",
 	      (unsigned long long)st.stored_bytes, (unsigned long long)sum);
-	CHECK(lmbox_check(store, 0, NULL, NULL) == 0, "lmbox_check not clean");
+	CHECK(fault_check(store, 0, 1) == 0, "lmbox_check not clean");
 	lmbox_store_close(&store);
 	m.live_stored = sum;
 	m.pending = st.reclaim_pending;
@@ -145,6 +145,7 @@ int main(void)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	seed = fault_seed("test-churn");
 	dir = fault_mkdtemp("churn");
+	fault_rmtree_at_exit(dir);
 	for (round_no = 0; round_no < ROUNDS; round_no++) {
 		fault_run_child("churn round", round_main, NULL);
 		CHECK(pipe(fds) == 0, "pipe");

@@ -97,7 +97,7 @@ static int build_main(void *arg)
 		fault_write_all(fd, &b, sizeof(b));
 	}
 	lmbox_reader_end(&reader);
-	CHECK(lmbox_check(store, LMBOX_CHECK_BODIES, NULL, NULL) == 0, "pristine store not clean");
+	CHECK(fault_check(store, LMBOX_CHECK_BODIES, 1) == 0, "pristine store not clean");
 	lmbox_store_close(&store);
 	return 0;
 }
@@ -252,8 +252,8 @@ static void access_all(const char *dir, struct outcome *o)
 			o->list_err = ret;
 		note_err(o, ret);
 	}
-	o->check_meta = lmbox_check(store, 0, NULL, NULL);
-	o->check_bodies = lmbox_check(store, LMBOX_CHECK_BODIES, NULL, NULL);
+	o->check_meta = fault_check(store, 0, 0);
+	o->check_bodies = fault_check(store, LMBOX_CHECK_BODIES, 0);
 	lmbox_store_close(&store);
 }
 
@@ -284,13 +284,13 @@ static struct outcome run_case(const char *name, void (*damage)(const char *dir,
 		memset(&o, 0, sizeof(o));
 	close(fds[0]);
 	status = fault_wait(pid);
+	fault_rmtree(dir);
+	free(dir);
 	CHECK(fault_exited(status, 0), "%s: accessing the damaged store: %s", name,
 	      fault_status_str(status, buf, sizeof(buf)));
 	printf("%-22s open %d, list %d, reads ok %u / errors %u (first %d), check %d, "
 	       "check --bodies %d\n", name, o.open_err, o.list_err, o.read_ok,
 	       o.read_errs, o.read_err, o.check_meta, o.check_bodies);
-	fault_rmtree(dir);
-	free(dir);
 	return o;
 }
 
@@ -426,6 +426,7 @@ int main(void)
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	pristine = fault_mkdtemp("corrupt-pristine");
+	fault_rmtree_at_exit(pristine);
 	CHECK(pipe(fds) == 0, "pipe");
 	fault_run_child("build", build_main, &fds[1]);
 	close(fds[1]);

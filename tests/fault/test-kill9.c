@@ -144,12 +144,6 @@ static void writer_main(int fd, uint64_t seed)
 	lmbox_store_close(&store);
 }
 
-static void report(void *context, const char *line)
-{
-	(void)context;
-	fprintf(stderr, "check: %s\n", line);
-}
-
 static int verify_main(void *arg)
 {
 	int bodies = *(int *)arg;
@@ -162,7 +156,7 @@ static int verify_main(void *arg)
 	uint32_t key, count = 0, prev = 0;
 	int ret;
 
-	ret = lmbox_check(store, bodies ? LMBOX_CHECK_BODIES : 0, report, NULL);
+	ret = fault_check(store, bodies ? LMBOX_CHECK_BODIES : 0, 1);
 	CHECK(ret == 0, "round %u: lmbox_check found %d problems (%s)", round_no, ret,
 	      ret < 0 ? lmbox_store_errmsg(store) : "see above");
 	ret = lmbox_folder_lookup(store, "INBOX", &info);
@@ -220,6 +214,7 @@ int main(void)
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	dir = fault_mkdtemp("kill9");
+	fault_rmtree_at_exit(dir);
 	for (round_no = 0; round_no < ROUNDS && next_key + 200 < MAX_MSGS; round_no++) {
 		CHECK(pipe(fds) == 0, "pipe");
 		wait_for = (unsigned int)fault_rng_below(&rng, 40);

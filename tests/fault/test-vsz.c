@@ -179,6 +179,7 @@ int main(void)
 	for (nmsgs = 0; total < TOTAL_BYTES; nmsgs++)
 		total += msg_size(nmsgs);
 	dir = fault_mkdtemp("vsz");
+	fault_rmtree_at_exit(dir);
 	fault_run_child("fill 2 GiB", fill_main, NULL);
 	t1 = fault_now();
 	printf("filled %u messages, %llu MiB in %.1f s\n", nmsgs,
