@@ -7,6 +7,7 @@
  * unlinked) is reported as LMBOX_ERR_NOTFOUND, not as corruption.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -28,6 +29,7 @@ struct lmbox_body {
 	z_stream zs;
 	bool z_init, z_end, finished;
 	int error;
+	char what[256];               /* names the blob in error messages */
 	unsigned char inbuf[LMBOX_IO_CHUNK];
 };
 
@@ -144,6 +146,8 @@ int lmbox_body_open(struct lmbox_store *store, const struct lmbox_msg_meta *meta
 	body->checksum = meta->checksum;
 	body->codec = meta->codec;
 	body->crc = (uint32_t)crc32(0, NULL, 0);
+	snprintf(body->what, sizeof(body->what), "%s/seg/%08X (uid %u in folder %u)",
+		 store->dir, body->seg_id, body->uid, body->folder_id);
 	if ((ret = lmbox_body_open_real(body)) < 0) {
 		ret = lmbox_body_failed(body, ret);
 		lmbox_body_close(&body);
@@ -182,7 +186,7 @@ static ssize_t lmbox_body_read_raw(struct lmbox_body *body, unsigned char *buf, 
 	if (n == 0)
 		return lmbox_body_finish(body);
 	ret = lmbox_pread_full(body->store, body->fd, buf, n,
-			       body->data_offset + body->out_pos, "segment");
+			       body->data_offset + body->out_pos, body->what);
 	if (ret < 0)
 		return ret;
 	body->out_pos += n;
@@ -207,7 +211,7 @@ static ssize_t lmbox_body_read_deflate(struct lmbox_body *body, unsigned char *b
 			size_t n = left < sizeof(body->inbuf) ? (size_t)left : sizeof(body->inbuf);
 
 			ret = lmbox_pread_full(store, body->fd, body->inbuf, n,
-					       body->data_offset + body->in_pos, "segment");
+					       body->data_offset + body->in_pos, body->what);
 			if (ret < 0)
 				return ret;
 			body->in_pos += n;

@@ -1,23 +1,523 @@
 /*
- * lmbox-check.c: consistency check and repair, compaction, store stat.
+ * lmbox-check.c: maintenance.  lmbox_check() walks every record and
+ * verifies the invariants the write path keeps (folder counters = sums of
+ * their messages, UIDL index = exactly the messages' UIDLs, each blob
+ * inside its segment's committed tail with a matching header, segment
+ * counters = their live blobs), optionally reading every body.  With
+ * LMBOX_CHECK_REPAIR the same walk runs inside a write transaction and
+ * rewrites what is derived data (counters, index, reclaim list); it never
+ * deletes a message.  lmbox_compact() moves live blobs out of segments
+ * with dead space so whole segments can be unlinked.  lmbox_store_stat()
+ * sums it up.
  */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "lmbox-private.h"
+
+struct lmbox_check_folder {
+	struct lmbox_folder_info info;
+	uint32_t count, max_uid;
+	uint64_t vsize, psize;
+};
+
+struct lmbox_check_seg {
+	uint32_t seg_id;
+	struct lmbox_seg_rec rec;
+	uint32_t live_count;
+	uint64_t live_bytes;
+	bool bad;
+};
+
+struct lmbox_check_ctx {
+	struct lmbox_store *store;
+	MDB_txn *txn;
+	unsigned int flags;
+	bool repair;
+	lmbox_report_fn *report;
+	void *context;
+	int problems;
+
+	struct lmbox_check_folder *folders;
+	unsigned int folder_count, folder_alloc;
+	struct lmbox_check_seg *segs;
+	unsigned int seg_count, seg_alloc;
+	uint32_t next_folder_id, next_seg_id, cur_seg;
+};
+
+static void lmbox_problem(struct lmbox_check_ctx *ctx, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void lmbox_problem(struct lmbox_check_ctx *ctx, const char *fmt, ...)
+{
+	char line[1024];
+	va_list args;
+
+	va_start(args, fmt);
+	vsnprintf(line, sizeof(line), fmt, args);
+	va_end(args);
+	ctx->problems++;
+	if (ctx->report != NULL)
+		ctx->report(ctx->context, line);
+}
+
+static struct lmbox_check_folder *
+lmbox_check_folder_find(struct lmbox_check_ctx *ctx, uint32_t id)
+{
+	for (unsigned int i = 0; i < ctx->folder_count; i++) {
+		if (ctx->folders[i].info.id == id)
+			return &ctx->folders[i];
+	}
+	return NULL;
+}
+
+static struct lmbox_check_seg *lmbox_check_seg_find(struct lmbox_check_ctx *ctx, uint32_t id)
+{
+	for (unsigned int i = 0; i < ctx->seg_count; i++) {
+		if (ctx->segs[i].seg_id == id)
+			return &ctx->segs[i];
+	}
+	return NULL;
+}
+
+static int lmbox_check_mdb(struct lmbox_check_ctx *ctx, int rc, const char *what)
+{
+	return lmbox_set_mdb_error(ctx->store, rc, "%s: %s", ctx->store->dir, what);
+}
+
+/* Meta values, folders and names. */
+static int lmbox_check_folders(struct lmbox_check_ctx *ctx)
+{
+	struct lmbox_store *store = ctx->store;
+	struct lmbox_folder_info info;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	uint32_t id;
+	int rc;
+
+	if (lmbox_meta_get_u32(store, ctx->txn, LMBOX_META_NEXT_FOLDER_ID, &ctx->next_folder_id) < 0 ||
+	    lmbox_meta_get_u32(store, ctx->txn, LMBOX_META_NEXT_SEG_ID, &ctx->next_seg_id) < 0 ||
+	    lmbox_meta_get_u32(store, ctx->txn, LMBOX_META_CUR_SEG, &ctx->cur_seg) < 0) {
+		lmbox_problem(ctx, "%s: store meta counters are missing or malformed", store->mdb_path);
+		return lmbox_set_error(store, LMBOX_ERR_CORRUPT, "%s: meta missing", store->mdb_path);
+	}
+	if ((rc = mdb_cursor_open(ctx->txn, store->env->dbi_folders, &cur)) != 0)
+		return lmbox_check_mdb(ctx, rc, "cursor");
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct lmbox_check_folder *f;
+
+		if (lmbox_u32_key_decode(k.mv_data, k.mv_size, &id) < 0 ||
+		    lmbox_folder_decode(v.mv_data, v.mv_size, &info) < 0 || info.id != id) {
+			lmbox_problem(ctx, "%s: a folder record is malformed", store->mdb_path);
+			continue;
+		}
+		if (id >= ctx->next_folder_id)
+			lmbox_problem(ctx, "folder %u (%s): id not below next_folder_id %u",
+				      id, info.name, ctx->next_folder_id);
+		if (lmbox_grow_array(&ctx->folders, &ctx->folder_alloc, ctx->folder_count + 1,
+				     sizeof(*ctx->folders)) < 0) {
+			mdb_cursor_close(cur);
+			return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+		}
+		f = &ctx->folders[ctx->folder_count++];
+		memset(f, 0, sizeof(*f));
+		f->info = info;
+	}
+	mdb_cursor_close(cur);
+	if (rc != MDB_NOTFOUND)
+		return lmbox_check_mdb(ctx, rc, "reading folders");
+	for (unsigned int i = 0; i < ctx->folder_count; i++) {
+		if (lmbox_folder_load_name(store, ctx->txn, ctx->folders[i].info.name, &info) < 0 ||
+		    info.id != ctx->folders[i].info.id) {
+			lmbox_problem(ctx, "folder %u (%s): its name does not lead to it",
+				      ctx->folders[i].info.id, ctx->folders[i].info.name);
+		}
+	}
+	return 0;
+}
+
+static int lmbox_check_segs_load(struct lmbox_check_ctx *ctx)
+{
+	struct lmbox_store *store = ctx->store;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	uint32_t id;
+	int rc;
+
+	if ((rc = mdb_cursor_open(ctx->txn, store->env->dbi_segs, &cur)) != 0)
+		return lmbox_check_mdb(ctx, rc, "cursor");
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct lmbox_check_seg *s;
+
+		if (lmbox_grow_array(&ctx->segs, &ctx->seg_alloc, ctx->seg_count + 1,
+				     sizeof(*ctx->segs)) < 0) {
+			mdb_cursor_close(cur);
+			return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+		}
+		s = &ctx->segs[ctx->seg_count];
+		memset(s, 0, sizeof(*s));
+		if (lmbox_u32_key_decode(k.mv_data, k.mv_size, &id) < 0 || id == 0 ||
+		    lmbox_seg_rec_decode(v.mv_data, v.mv_size, &s->rec) < 0) {
+			lmbox_problem(ctx, "%s: a segment record is malformed", store->mdb_path);
+			continue;
+		}
+		s->seg_id = id;
+		ctx->seg_count++;
+	}
+	mdb_cursor_close(cur);
+	if (rc != MDB_NOTFOUND)
+		return lmbox_check_mdb(ctx, rc, "reading segments");
+	return 0;
+}
+
+static void lmbox_check_body(struct lmbox_check_ctx *ctx, const struct lmbox_msg_meta *meta)
+{
+	struct lmbox_body *body;
+	unsigned char buf[LMBOX_IO_CHUNK];
+	ssize_t n;
+	int ret;
+
+	if ((ret = lmbox_body_open(ctx->store, meta, &body)) == 0) {
+		while ((n = lmbox_body_read(body, buf, sizeof(buf))) > 0) ;
+		ret = (int)n;
+		lmbox_body_close(&body);
+	}
+	if (ret < 0)
+		lmbox_problem(ctx, "%s", lmbox_store_errmsg(ctx->store));
+}
+
+static int lmbox_check_uidl_entry(struct lmbox_check_ctx *ctx, const struct lmbox_msg_meta *meta)
+{
+	struct lmbox_store *store = ctx->store;
+	unsigned char key[4 + LMBOX_MAX_UIDL_LEN], uidbuf[4];
+	MDB_val k, v = { 4, uidbuf };
+	MDB_cursor *cur;
+	int rc;
+
+	k.mv_data = key;
+	k.mv_size = lmbox_uidl_key_encode(key, meta->folder_id, meta->uidl);
+	lmbox_put_be32(uidbuf, meta->uid);
+	if ((rc = mdb_cursor_open(ctx->txn, store->env->dbi_uidls, &cur)) != 0)
+		return lmbox_check_mdb(ctx, rc, "cursor");
+	rc = mdb_cursor_get(cur, &k, &v, MDB_GET_BOTH);
+	mdb_cursor_close(cur);
+	if (rc == 0)
+		return 0;
+	if (rc != MDB_NOTFOUND)
+		return lmbox_check_mdb(ctx, rc, "UIDL index lookup");
+	lmbox_problem(ctx, "folder %u uid %u: UIDL \"%s\" missing from the index%s",
+		      meta->folder_id, meta->uid, meta->uidl, ctx->repair ? " (re-added)" : "");
+	if (ctx->repair) {
+		k.mv_data = key;
+		v.mv_data = uidbuf;
+		v.mv_size = 4;
+		if ((rc = mdb_put(ctx->txn, store->env->dbi_uidls, &k, &v, MDB_NODUPDATA)) != 0 &&
+		    rc != MDB_KEYEXIST)
+			return lmbox_check_mdb(ctx, rc, "repairing UIDL index");
+	}
+	return 0;
+}
+
+static void lmbox_check_blob(struct lmbox_check_ctx *ctx, const struct lmbox_msg_meta *meta,
+			     struct lmbox_check_seg *seg)
+{
+	struct lmbox_blob_hdr hdr;
+	unsigned char hbuf[LMBOX_BLOB_HDR_SIZE];
+	int fd;
+
+	if (seg == NULL) {
+		lmbox_problem(ctx, "folder %u uid %u: body in segment %08X which has no record",
+			      meta->folder_id, meta->uid, meta->seg_id);
+		return;
+	}
+	seg->live_count++;
+	seg->live_bytes += LMBOX_BLOB_HDR_SIZE + meta->stored_size;
+	if (meta->seg_offset + LMBOX_BLOB_HDR_SIZE + meta->stored_size > seg->rec.tail) {
+		lmbox_problem(ctx, "folder %u uid %u: blob at %08X:%llu+%llu is beyond the "
+			      "segment's committed tail %llu", meta->folder_id, meta->uid,
+			      meta->seg_id, (unsigned long long)meta->seg_offset,
+			      (unsigned long long)meta->stored_size,
+			      (unsigned long long)seg->rec.tail);
+		return;
+	}
+	if (seg->bad)
+		return;
+	if (lmbox_seg_open_read(ctx->store, meta->seg_id, &fd) < 0) {
+		lmbox_problem(ctx, "folder %u uid %u: %s", meta->folder_id, meta->uid,
+			      lmbox_store_errmsg(ctx->store));
+		return;
+	}
+	if (lmbox_pread_full(ctx->store, fd, hbuf, sizeof(hbuf), meta->seg_offset, "segment") < 0 ||
+	    lmbox_blob_hdr_decode(hbuf, sizeof(hbuf), &hdr) < 0 ||
+	    hdr.codec != meta->codec || hdr.phys_size != meta->phys_size ||
+	    hdr.stored_size != meta->stored_size || hdr.checksum != meta->checksum) {
+		lmbox_problem(ctx, "folder %u uid %u: blob header at %08X:%llu is bad or does "
+			      "not match the record", meta->folder_id, meta->uid, meta->seg_id,
+			      (unsigned long long)meta->seg_offset);
+	} else if ((ctx->flags & LMBOX_CHECK_BODIES) != 0) {
+		lmbox_check_body(ctx, meta);
+	}
+	close(fd);
+}
+
+/* Every message: record, blob, UIDL index entry; sums per folder/segment. */
+static int lmbox_check_msgs(struct lmbox_check_ctx *ctx)
+{
+	struct lmbox_store *store = ctx->store;
+	struct lmbox_msg_meta meta;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	uint32_t fid, uid;
+	int rc, ret = 0;
+
+	if ((rc = mdb_cursor_open(ctx->txn, store->env->dbi_msgs, &cur)) != 0)
+		return lmbox_check_mdb(ctx, rc, "cursor");
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && ret == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct lmbox_check_folder *f;
+
+		if (lmbox_msg_key_decode(k.mv_data, k.mv_size, &fid, &uid) < 0) {
+			lmbox_problem(ctx, "%s: a message key is malformed", store->mdb_path);
+			continue;
+		}
+		if (lmbox_msg_decode(v.mv_data, v.mv_size, &meta) < 0) {
+			lmbox_problem(ctx, "folder %u uid %u: message record is malformed", fid, uid);
+			continue;
+		}
+		meta.folder_id = fid;
+		meta.uid = uid;
+		if ((f = lmbox_check_folder_find(ctx, fid)) == NULL) {
+			lmbox_problem(ctx, "folder %u uid %u: message of a folder that does not exist",
+				      fid, uid);
+			continue;
+		}
+		f->count++;
+		f->vsize += meta.virt_size;
+		f->psize += meta.phys_size;
+		if (uid > f->max_uid)
+			f->max_uid = uid;
+		lmbox_check_blob(ctx, &meta, lmbox_check_seg_find(ctx, meta.seg_id));
+		ret = lmbox_check_uidl_entry(ctx, &meta);
+	}
+	mdb_cursor_close(cur);
+	if (ret == 0 && rc != MDB_NOTFOUND)
+		ret = lmbox_check_mdb(ctx, rc, "reading messages");
+	return ret;
+}
+
+/* Index entries that lead to no message with that UIDL. */
+static int lmbox_check_uidls(struct lmbox_check_ctx *ctx)
+{
+	struct lmbox_store *store = ctx->store;
+	struct lmbox_msg_meta meta;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	uint32_t uid;
+	int rc;
+
+	if ((rc = mdb_cursor_open(ctx->txn, store->env->dbi_uidls, &cur)) != 0)
+		return lmbox_check_mdb(ctx, rc, "cursor");
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		char uidl[LMBOX_MAX_UIDL_LEN + 1];
+		uint32_t fid;
+		bool ok = false;
+
+		if (k.mv_size > 4 && k.mv_size <= 4 + LMBOX_MAX_UIDL_LEN &&
+		    lmbox_u32_key_decode(v.mv_data, v.mv_size, &uid) == 0) {
+			fid = lmbox_get_be32(k.mv_data);
+			memcpy(uidl, (const char *)k.mv_data + 4, k.mv_size - 4);
+			uidl[k.mv_size - 4] = '\0';
+			ok = lmbox_msg_load(store, ctx->txn, fid, uid, &meta) == 0 &&
+				strcmp(meta.uidl, uidl) == 0;
+		}
+		if (ok)
+			continue;
+		lmbox_problem(ctx, "UIDL index entry leads to no such message%s",
+			      ctx->repair ? " (removed)" : "");
+		if (ctx->repair && (rc = mdb_cursor_del(cur, 0)) != 0)
+			break;
+	}
+	mdb_cursor_close(cur);
+	if (rc != MDB_NOTFOUND)
+		return lmbox_check_mdb(ctx, rc, "checking UIDL index");
+	return 0;
+}
+
+static int lmbox_check_counters(struct lmbox_check_ctx *ctx)
+{
+	for (unsigned int i = 0; i < ctx->folder_count; i++) {
+		struct lmbox_check_folder *f = &ctx->folders[i];
+		struct lmbox_folder_info *info = &f->info;
+		bool fix = false;
+		int ret;
+
+		if (info->count != f->count || info->vsize_total != f->vsize ||
+		    info->psize_total != f->psize) {
+			lmbox_problem(ctx, "folder %u (%s): counters say %u messages %llu/%llu bytes, "
+				      "found %u messages %llu/%llu bytes%s", info->id, info->name,
+				      info->count, (unsigned long long)info->vsize_total,
+				      (unsigned long long)info->psize_total, f->count,
+				      (unsigned long long)f->vsize, (unsigned long long)f->psize,
+				      ctx->repair ? " (fixed)" : "");
+			info->count = f->count;
+			info->vsize_total = f->vsize;
+			info->psize_total = f->psize;
+			fix = true;
+		}
+		if (f->max_uid >= info->next_uid) {
+			lmbox_problem(ctx, "folder %u (%s): next_uid %u is not above its highest "
+				      "uid %u%s", info->id, info->name, info->next_uid, f->max_uid,
+				      ctx->repair ? " (fixed)" : "");
+			info->next_uid = f->max_uid + 1;
+			fix = true;
+		}
+		if (fix && ctx->repair) {
+			info->change_counter++;
+			if ((ret = lmbox_folder_save(ctx->store, ctx->txn, info)) < 0)
+				return ret;
+		}
+	}
+	return 0;
+}
+
+static int lmbox_check_segments(struct lmbox_check_ctx *ctx)
+{
+	struct lmbox_store *store = ctx->store;
+	char path[4096];
+
+	for (unsigned int i = 0; i < ctx->seg_count; i++) {
+		struct lmbox_check_seg *s = &ctx->segs[i];
+		struct lmbox_seg_hdr hdr;
+		unsigned char buf[LMBOX_SEG_HDR_SIZE];
+		struct stat st;
+		int fd;
+
+		lmbox_seg_path(store, s->seg_id, path, sizeof(path));
+		if (s->live_count != s->rec.live_count || s->live_bytes != s->rec.live_bytes) {
+			lmbox_problem(ctx, "%s: record says %u live blobs/%llu bytes, found %u/%llu%s",
+				      path, s->rec.live_count, (unsigned long long)s->rec.live_bytes,
+				      s->live_count, (unsigned long long)s->live_bytes,
+				      ctx->repair ? " (fixed)" : "");
+			if (ctx->repair) {
+				unsigned char key[4], val[LMBOX_SEG_REC_SIZE];
+				MDB_val k = { 4, key }, v = { LMBOX_SEG_REC_SIZE, val };
+				int rc;
+
+				s->rec.live_count = s->live_count;
+				s->rec.live_bytes = s->live_bytes;
+				lmbox_put_be32(key, s->seg_id);
+				lmbox_seg_rec_encode(&s->rec, val);
+				if ((rc = mdb_put(ctx->txn, store->env->dbi_segs, &k, &v, 0)) != 0)
+					return lmbox_check_mdb(ctx, rc, "repairing segment record");
+			}
+		}
+		if (s->seg_id >= ctx->next_seg_id)
+			lmbox_problem(ctx, "%s: id not below next_seg_id %08X", path, ctx->next_seg_id);
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+			lmbox_problem(ctx, "%s: cannot open: %s", path, strerror(errno));
+			continue;
+		}
+		if (fstat(fd, &st) < 0 || (uint64_t)st.st_size < s->rec.tail) {
+			lmbox_problem(ctx, "%s: file is shorter than its committed tail %llu",
+				      path, (unsigned long long)s->rec.tail);
+		}
+		if (lmbox_pread_full(store, fd, buf, sizeof(buf), 0, path) < 0 ||
+		    lmbox_seg_hdr_decode(buf, sizeof(buf), &hdr) < 0 || hdr.seg_id != s->seg_id)
+			lmbox_problem(ctx, "%s: bad segment header", path);
+		close(fd);
+	}
+	if (ctx->cur_seg != 0 && lmbox_check_seg_find(ctx, ctx->cur_seg) == NULL)
+		lmbox_problem(ctx, "%s: current segment %08X has no record", store->mdb_path,
+			      ctx->cur_seg);
+	return 0;
+}
+
+static int lmbox_check_reclaim(struct lmbox_check_ctx *ctx)
+{
+	struct lmbox_store *store = ctx->store;
+	struct lmbox_reclaim_rec rec;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	uint32_t seg_id;
+	uint64_t offset;
+	int rc;
+
+	if ((rc = mdb_cursor_open(ctx->txn, store->env->dbi_reclaim, &cur)) != 0)
+		return lmbox_check_mdb(ctx, rc, "cursor");
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (lmbox_reclaim_key_decode(k.mv_data, k.mv_size, &seg_id, &offset) == 0 &&
+		    lmbox_reclaim_rec_decode(v.mv_data, v.mv_size, &rec) == 0)
+			continue;
+		lmbox_problem(ctx, "%s: a reclaim record is malformed%s", store->mdb_path,
+			      ctx->repair ? " (removed)" : "");
+		if (ctx->repair && (rc = mdb_cursor_del(cur, 0)) != 0)
+			break;
+	}
+	mdb_cursor_close(cur);
+	if (rc != MDB_NOTFOUND)
+		return lmbox_check_mdb(ctx, rc, "checking reclaim list");
+	return 0;
+}
+
+static int lmbox_check_run(struct lmbox_check_ctx *ctx)
+{
+	int ret;
+
+	ctx->problems = 0;
+	ctx->folder_count = 0;
+	ctx->seg_count = 0;
+	if ((ret = lmbox_check_folders(ctx)) < 0 ||
+	    (ret = lmbox_check_segs_load(ctx)) < 0 ||
+	    (ret = lmbox_check_msgs(ctx)) < 0 ||
+	    (ret = lmbox_check_uidls(ctx)) < 0 ||
+	    (ret = lmbox_check_counters(ctx)) < 0 ||
+	    (ret = lmbox_check_segments(ctx)) < 0 ||
+	    (ret = lmbox_check_reclaim(ctx)) < 0)
+		return ret;
+	return 0;
+}
+
+static int lmbox_check_write_fn(struct lmbox_wctx *wctx, void *context)
+{
+	struct lmbox_check_ctx *ctx = context;
+
+	ctx->txn = wctx->txn;
+	return lmbox_check_run(ctx);
+}
 
 int lmbox_check(struct lmbox_store *store, unsigned int flags,
 		lmbox_report_fn *report, void *context)
 {
-	(void)flags; (void)report; (void)context;
-	return lmbox_set_error(store, LMBOX_ERR_INVALID, "not implemented yet");
-}
+	struct lmbox_check_ctx ctx;
+	int ret;
 
-int lmbox_compact(struct lmbox_store *store, uint64_t *bytes_freed_r)
-{
-	*bytes_freed_r = 0;
-	return lmbox_set_error(store, LMBOX_ERR_INVALID, "not implemented yet");
-}
-
-int lmbox_store_stat(struct lmbox_store *store, struct lmbox_store_stat *stat_r)
-{
-	(void)stat_r;
-	return lmbox_set_error(store, LMBOX_ERR_INVALID, "not implemented yet");
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.store = store;
+	ctx.flags = flags;
+	ctx.report = report;
+	ctx.context = context;
+	ctx.repair = (flags & LMBOX_CHECK_REPAIR) != 0;
+	if (ctx.repair) {
+		ret = lmbox_write(store, lmbox_check_write_fn, &ctx);
+	} else if ((ret = lmbox_store_check_usable(store, false)) == 0 &&
+		   (ret = lmbox_rtxn_begin(store, &ctx.txn)) == 0) {
+		store->env->active_readers++;
+		ret = lmbox_check_run(&ctx);
+		store->env->active_readers--;
+		mdb_txn_abort(ctx.txn);
+	}
+	free(ctx.folders);
+	free(ctx.segs);
+	return ret < 0 ? ret : ctx.problems;
 }

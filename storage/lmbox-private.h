@@ -196,6 +196,8 @@ int lmbox_wseg_append(struct lmbox_wctx *ctx, const struct lmbox_blob_hdr *hdr,
 /* The blob at (seg_id, offset) of stored_size bytes is dead. */
 int lmbox_wseg_blob_dead(struct lmbox_wctx *ctx, uint32_t seg_id, uint64_t offset,
 			 uint64_t stored_size);
+/* Seal seg_id if it is the current segment (alone in its transaction). */
+int lmbox_wseg_seal(struct lmbox_wctx *ctx, uint32_t seg_id);
 int lmbox_wseg_flush(struct lmbox_wctx *ctx);
 void lmbox_wctx_free(struct lmbox_wctx *ctx);
 void lmbox_reclaim_run(struct lmbox_store *store,

@@ -317,6 +317,33 @@ int lmbox_wseg_append(struct lmbox_wctx *ctx, const struct lmbox_blob_hdr *hdr,
 	return 0;
 }
 
+int lmbox_wseg_seal(struct lmbox_wctx *ctx, uint32_t seg_id)
+{
+	struct lmbox_store *store = ctx->store;
+	struct lmbox_wseg *seg;
+	uint32_t cur;
+	int ret;
+
+	if ((ret = lmbox_meta_get_u32(store, ctx->txn, LMBOX_META_CUR_SEG, &cur)) < 0 ||
+	    (ret = lmbox_meta_get_u32(store, ctx->txn, LMBOX_META_NEXT_SEG_ID,
+				      &ctx->next_seg_id)) < 0)
+		return ret == LMBOX_ERR_NOTFOUND ? LMBOX_ERR_CORRUPT : ret;
+	if (cur != seg_id || cur == 0)
+		return 0;
+	if ((ret = lmbox_wseg_get(ctx, seg_id, &seg)) < 0)
+		return ret;
+	seg->rec.flags |= LMBOX_SEG_SEALED;
+	if (seg->rec.live_count == 0) {
+		seg->deleted = true;
+		if ((ret = lmbox_add_reclaim(ctx, seg_id, LMBOX_RECLAIM_UNLINK, 0, 0)) < 0)
+			return ret;
+	}
+	/* flush writes cur_seg = 0: the next append starts a new segment */
+	ctx->cur_seg = 0;
+	ctx->meta_dirty = true;
+	return 0;
+}
+
 int lmbox_wseg_blob_dead(struct lmbox_wctx *ctx, uint32_t seg_id, uint64_t offset,
 			 uint64_t stored_size)
 {

@@ -48,19 +48,19 @@ static int test_failures;
 
 static char test_dir[256];
 
-static int test_rm_cb(const char *path, const struct stat *st, int type, struct FTW *ftw)
+static __attribute__((unused)) int test_rm_cb(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
 	(void)st; (void)type; (void)ftw;
 	return remove(path);
 }
 
-static void test_cleanup(void)
+static __attribute__((unused)) void test_cleanup(void)
 {
 	if (test_dir[0] != '\0' && getenv("LMBOX_TEST_KEEP") == NULL)
 		nftw(test_dir, test_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static void test_init(void)
+static __attribute__((unused)) void test_init(void)
 {
 	const char *base = getenv("TMPDIR");
 
@@ -74,7 +74,7 @@ static void test_init(void)
 }
 
 /* A store path inside the scratch dir. */
-static const char *test_path(const char *name)
+static __attribute__((unused)) const char *test_path(const char *name)
 {
 	static char buf[4][512];
 	static int n;
@@ -84,7 +84,7 @@ static const char *test_path(const char *name)
 	return buf[n];
 }
 
-static struct lmbox_store *test_open(const char *name, unsigned int flags)
+static __attribute__((unused)) struct lmbox_store *test_open(const char *name, unsigned int flags)
 {
 	struct lmbox_store_opts opts;
 	struct lmbox_store *store;
@@ -103,7 +103,7 @@ static struct lmbox_store *test_open(const char *name, unsigned int flags)
 }
 
 /* Save one message; returns its UID (0 on failure). */
-static uint32_t test_append(struct lmbox_store *store, uint32_t folder_id,
+static __attribute__((unused)) uint32_t test_append(struct lmbox_store *store, uint32_t folder_id,
 			    const void *data, size_t size,
 			    const struct lmbox_append_opts *opts)
 {
@@ -126,7 +126,7 @@ static uint32_t test_append(struct lmbox_store *store, uint32_t folder_id,
 	return uid;
 }
 
-static int test_exit(void)
+static __attribute__((unused)) int test_exit(void)
 {
 	if (test_failures > 0) {
 		fprintf(stderr, "%d check(s) failed\n", test_failures);
