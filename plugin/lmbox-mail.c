@@ -145,6 +145,25 @@ static int lmbox_mail_get_physical_size(struct mail *_mail, uoff_t *size_r)
 	return 0;
 }
 
+/* The store gives a message saved without a UIDL "%08X%08X" of its UID and
+   UIDVALIDITY.  Such a UIDL is reported as absent, so that Dovecot's pop3
+   applies pop3_uidl_format (default %08Xu%08Xv, lowercase) exactly as for
+   every other backend: UIDLs of mail migrated by dsync without stored
+   UIDLs stay what the old server showed.  Still no body is read. */
+static bool lmbox_mail_is_default_uidl(struct mail *_mail, const char *uidl)
+{
+	const struct mail_index_header *hdr =
+		mail_index_get_header(_mail->transaction->view);
+	char def[17];
+
+	if (strlen(uidl) != 16)
+		return FALSE;
+	if (i_snprintf(def, sizeof(def), "%08X%08X", _mail->uid,
+		       hdr->uid_validity) < 0)
+		return FALSE;
+	return strcasecmp(def, uidl) == 0;
+}
+
 static int
 lmbox_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 		       const char **value_r)
@@ -166,7 +185,8 @@ lmbox_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 
 	switch (field) {
 	case MAIL_FETCH_UIDL_BACKEND:
-		*value_r = mail->uidl;
+		*value_r = lmbox_mail_is_default_uidl(_mail, mail->uidl) ?
+			"" : mail->uidl;
 		break;
 	case MAIL_FETCH_POP3_ORDER:
 		/* "" (not "0") sorts messages without an order last */
