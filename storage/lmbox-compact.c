@@ -7,7 +7,9 @@
  * segment per write transaction, after which the old segment has no live
  * blob and is unlinked by the normal reclaim path.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -180,6 +182,27 @@ int lmbox_compact(struct lmbox_store *store, uint64_t *bytes_freed_r)
 
 /* ------------------------------------------------------------------ stat */
 
+/* What is on disk, including dead segments not unlinked yet. */
+static void lmbox_stat_seg_files(struct lmbox_store *store, struct lmbox_store_stat *stat_r)
+{
+	DIR *dir = opendir(store->seg_dir);
+	struct dirent *d;
+	struct stat st;
+
+	if (dir == NULL)
+		return;
+	while ((d = readdir(dir)) != NULL) {
+		if (strlen(d->d_name) != 8 ||
+		    strspn(d->d_name, "0123456789ABCDEF") != 8 ||
+		    fstatat(dirfd(dir), d->d_name, &st, 0) < 0)
+			continue;
+		stat_r->segment_count++;
+		stat_r->segment_bytes += (uint64_t)st.st_size;
+		stat_r->segment_alloc_bytes += (uint64_t)st.st_blocks * 512;
+	}
+	closedir(dir);
+}
+
 int lmbox_store_stat(struct lmbox_store *store, struct lmbox_store_stat *stat_r)
 {
 	struct lmbox_folder_info info;
@@ -215,21 +238,13 @@ int lmbox_store_stat(struct lmbox_store *store, struct lmbox_store_stat *stat_r)
 		goto mdb_fail;
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		char path[4096];
-		struct stat st;
-
 		if (lmbox_u32_key_decode(k.mv_data, k.mv_size, &id) < 0 ||
 		    lmbox_seg_rec_decode(v.mv_data, v.mv_size, &rec) < 0)
 			continue;
-		stat_r->segment_count++;
 		stat_r->stored_bytes += rec.live_bytes - (uint64_t)rec.live_count * LMBOX_BLOB_HDR_SIZE;
-		lmbox_seg_path(store, id, path, sizeof(path));
-		if (stat(path, &st) == 0) {
-			stat_r->segment_bytes += (uint64_t)st.st_size;
-			stat_r->segment_alloc_bytes += (uint64_t)st.st_blocks * 512;
-		}
 	}
 	mdb_cursor_close(cur);
+	lmbox_stat_seg_files(store, stat_r);
 
 	if ((rc = mdb_stat(txn, store->env->dbi_reclaim, &mst)) != 0)
 		goto mdb_fail;

@@ -156,6 +156,7 @@ int lmbox_grow_array(void *arrp, unsigned int *alloc, unsigned int need, size_t 
 /* lmbox-store.c */
 int lmbox_store_check_usable(struct lmbox_store *store, bool write);
 int lmbox_rtxn_begin(struct lmbox_store *store, MDB_txn **txn_r);
+void lmbox_maybe_grow_early(struct lmbox_store *store);
 int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context);
 int lmbox_meta_get_u32(struct lmbox_store *store, MDB_txn *txn, const char *key,
 		       uint32_t *value_r);

@@ -22,6 +22,8 @@ int lmbox_reader_begin(struct lmbox_store *store, struct lmbox_reader **reader_r
 	if ((reader = calloc(1, sizeof(*reader))) == NULL)
 		return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
 	reader->store = store;
+	if (store->env->active_readers == 0 && !store->env->rdonly)
+		lmbox_maybe_grow_early(store);
 	if ((ret = lmbox_rtxn_begin(store, &reader->txn)) < 0) {
 		free(reader);
 		return ret;

@@ -221,8 +221,9 @@ static int lmbox_grow_map(struct lmbox_store *store)
 	return 0;
 }
 
-/* Grow before the map is nearly full, while it is cheap and allowed. */
-static void lmbox_maybe_grow_early(struct lmbox_store *store)
+/* Grow while no reader of this process pins the map, before it is half
+ * full: a commit made while readers are open cannot grow it. */
+void lmbox_maybe_grow_early(struct lmbox_store *store)
 {
 	struct lmbox_env *env = store->env;
 	MDB_envinfo info;
@@ -233,7 +234,7 @@ static void lmbox_maybe_grow_early(struct lmbox_store *store)
 	if (mdb_env_info(env->env, &info) != 0 || mdb_env_stat(env->env, &st) != 0)
 		return;
 	env->map_size = info.me_mapsize;
-	if ((uint64_t)(info.me_last_pgno + 1) * st.ms_psize > env->map_size / 4 * 3)
+	if ((uint64_t)(info.me_last_pgno + 1) * st.ms_psize > env->map_size / 2)
 		(void)lmbox_grow_map(store);
 }
 
@@ -291,7 +292,8 @@ int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
 		}
 		break;
 	}
-	if (ret == 0 && ctx.reclaim_count > 0)
+	/* LMBOX_TEST_NO_RECLAIM: tests simulate a crash right after commit */
+	if (ret == 0 && ctx.reclaim_count > 0 && getenv("LMBOX_TEST_NO_RECLAIM") == NULL)
 		lmbox_reclaim_run(store, ctx.reclaims, ctx.reclaim_count);
 	lmbox_wctx_free(&ctx);
 	return ret;
