@@ -18,6 +18,7 @@ Command line:
     lmboxtest.py selftest [--location maildir:~/Maildir]   LMTP->POP3 round trip
     lmboxtest.py demo --builddir DIR [--keep-dir DIR]       start, deliver, show, leave running
 """
+import atexit
 import contextlib
 import errno
 import imaplib
@@ -531,7 +532,14 @@ class Dovecot:
                 self._pick_ports()
         raise last
 
+    def _atexit(self):
+        if not getattr(self, "detached", False):
+            self.stop()
+
     def _start_once(self):
+        if not getattr(self, "_atexit_registered", False):
+            atexit.register(self._atexit)
+            self._atexit_registered = True
         pidfile = os.path.join(self.tmp, "run", "master.pid")
         self.proc = subprocess.Popen([DOVECOT, "-F", "-c", self.conf_path],
                                      stdin=subprocess.DEVNULL,
@@ -910,9 +918,21 @@ class Test:
         sys.exit(EXIT_PASS)
 
 
+class Terminated(BaseException):
+    pass
+
+
+def _on_signal(signum, frame):
+    raise Terminated("killed by signal %d" % signum)
+
+
 def run(main):
     """Run main(); map Skip -> 77, unexpected exceptions -> 1 (with trace).
-    main usually ends with Test.done()."""
+    main usually ends with Test.done().  SIGTERM/SIGHUP (make interrupted, a
+    timeout) unwind normally, so Dovecot is stopped and the temp dir removed."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            signal.signal(sig, _on_signal)
     try:
         main()
     except Skip as e:
@@ -1075,7 +1095,8 @@ def _demo(args):
     print("  user demo, password %s" % password)
     print("  try:  curl -s pop3://demo:%s@127.0.0.1:%d/1" % (password, dc.ports["pop3"]))
     print("  stop: doveadm -c %s stop" % dc.conf_path)
-    # Leave Dovecot running: detach from the Popen object.
+    # Leave Dovecot running: detach from the Popen object and the atexit stop.
+    dc.detached = True
     dc.proc = None
 
 
