@@ -667,15 +667,22 @@ static int lmbox_mailbox_rename(struct mailbox *src, struct mailbox *dest)
 				       "Target mailbox already exists");
 		return -1;
 	}
-	/* directories first: if that fails nothing changed; if the store
-	   rename fails after it, the next session recreates the directories
-	   from the store */
-	if (index_storage_mailbox_rename(src, dest) < 0)
-		return -1;
+	/* The store first: index_storage_mailbox_rename() opens the
+	   destination, which must then exist.  If renaming the directories
+	   fails, the store is renamed back. */
 	T_BEGIN {
 		ret = lmbox_rename_folders(storage, sep, src->name, dest->name);
 	} T_END;
-	return ret;
+	if (ret < 0)
+		return -1;
+	if (index_storage_mailbox_rename(src, dest) < 0) {
+		T_BEGIN {
+			(void)lmbox_rename_folders(storage, sep, dest->name,
+						   src->name);
+		} T_END;
+		return -1;
+	}
+	return 0;
 }
 
 static int

@@ -333,6 +333,10 @@ lmbox_sync_reconcile(struct lmbox_sync_context *ctx, bool committed,
 		return 0;
 	}
 
+	e_debug(box->event, "lmbox: Walking index against store "
+		"(change_counter index=%"PRIu64" store=%"PRIu64
+		", next_uid index=%u store=%u)", hdr.change_counter,
+		info.change_counter, ihdr->next_uid, info.next_uid);
 	if ((ret = lmbox_msg_iter_init(reader, mbox->folder_id, 1, &iter)) < 0)
 		goto failed;
 	count = mail_index_view_get_messages_count(ctx->sync_view);
@@ -374,6 +378,14 @@ lmbox_sync_reconcile(struct lmbox_sync_context *ctx, bool committed,
 		mail_index_update_header(ctx->trans,
 			offsetof(struct mail_index_header, uid_validity),
 			&info.uidvalidity, sizeof(info.uidvalidity), TRUE);
+	}
+	if (ihdr->uid_validity == 0 && info.next_uid > ihdr->first_recent_uid) {
+		/* a lost index comes back with the same flags: messages
+		   the store already had are not \Recent again */
+		next_uid = info.next_uid;
+		mail_index_update_header(ctx->trans,
+			offsetof(struct mail_index_header, first_recent_uid),
+			&next_uid, sizeof(next_uid), FALSE);
 	}
 	if (info.next_uid > ihdr->next_uid) {
 		next_uid = info.next_uid;
