@@ -94,7 +94,35 @@ static int round_main(void *arg)
 
 struct measure {
 	uint64_t live_stored, live_count, seg, mdb, pending, segments;
+	uint64_t live_blocks;   /* 4 KiB blocks holding live bytes: the most
+	                           any hole punching can give back leaves these */
 };
+
+#define BLOCK 4096
+#define MAX_SEGS 64
+#define MAX_SEG_BLOCKS (1u << 20)
+
+static uint8_t *block_maps[MAX_SEGS];
+
+static void mark_blocks(const struct lmbox_msg_meta *meta, uint64_t *count)
+{
+	uint64_t b, first = meta->seg_offset / BLOCK,
+		last = (meta->seg_offset + meta->stored_size - 1) / BLOCK;
+	uint8_t *map;
+
+	if (meta->seg_id >= MAX_SEGS || last >= MAX_SEG_BLOCKS || meta->stored_size == 0)
+		return;
+	if ((map = block_maps[meta->seg_id]) == NULL) {
+		map = block_maps[meta->seg_id] = calloc(MAX_SEG_BLOCKS / 8, 1);
+		CHECK(map != NULL, "calloc");
+	}
+	for (b = first; b <= last; b++) {
+		if ((map[b / 8] & (1u << (b % 8))) == 0) {
+			map[b / 8] |= (uint8_t)(1u << (b % 8));
+			(*count)++;
+		}
+	}
+}
 
 static int measure_main(void *arg)
 {
@@ -118,6 +146,7 @@ static int measure_main(void *arg)
 	while ((ret = lmbox_msg_iter_next(iter, &meta)) > 0) {
 		sum += meta.stored_size;
 		m.live_count++;
+		mark_blocks(&meta, &m.live_blocks);
 	}
 	CHECK_LM(store, ret, "iter");
 	lmbox_msg_iter_deinit(&iter);
@@ -158,13 +187,17 @@ int main(void)
 			worst = ratio;
 		printf("round %u: %llu live messages, %llu KiB live compressed; on disk "
 		       "%llu KiB (segments %llu KiB in %llu files, lmbox.mdb %llu KiB); "
-		       "ratio %.2f; reclaim pending %llu (%.1f s)\n", round_no + 1,
+		       "ratio %.2f; reclaim pending %llu; live data in %llu KiB of 4 KiB "
+		       "blocks (ideal punching: ratio %.2f) (%.1f s)\n", round_no + 1,
 		       (unsigned long long)m.live_count,
 		       (unsigned long long)(m.live_stored >> 10),
 		       (unsigned long long)((m.seg + m.mdb) >> 10),
 		       (unsigned long long)(m.seg >> 10), (unsigned long long)m.segments,
 		       (unsigned long long)(m.mdb >> 10), ratio,
-		       (unsigned long long)m.pending, fault_now() - t0);
+		       (unsigned long long)m.pending,
+		       (unsigned long long)(m.live_blocks * BLOCK >> 10),
+		       (double)(m.live_blocks * BLOCK + m.mdb) / (double)m.live_stored,
+		       fault_now() - t0);
 	}
 	fault_rmtree(dir);
 	free(dir);
