@@ -146,10 +146,11 @@ static int lmbox_mail_get_physical_size(struct mail *_mail, uoff_t *size_r)
 }
 
 /* The store gives a message saved without a UIDL "%08X%08X" of its UID and
-   UIDVALIDITY.  Such a UIDL is reported as absent, so that Dovecot's pop3
-   applies pop3_uidl_format (default %08Xu%08Xv, lowercase) exactly as for
-   every other backend: UIDLs of mail migrated by dsync without stored
-   UIDLs stay what the old server showed.  Still no body is read. */
+   UIDVALIDITY.  Dovecot's default pop3_uidl_format (%08Xu%08Xv) gives the
+   same in lowercase, and that is what a maildir/sdbox/mdbox source served
+   for mail without a stored UIDL, which dsync does not carry over.  So the
+   store default is served in lowercase: a migrated user sees the UIDLs the
+   old server showed.  (No-op once the store writes lowercase itself.) */
 static bool lmbox_mail_is_default_uidl(struct mail *_mail, const char *uidl)
 {
 	const struct mail_index_header *hdr =
@@ -185,8 +186,9 @@ lmbox_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 
 	switch (field) {
 	case MAIL_FETCH_UIDL_BACKEND:
-		*value_r = lmbox_mail_is_default_uidl(_mail, mail->uidl) ?
-			"" : mail->uidl;
+		*value_r = !lmbox_mail_is_default_uidl(_mail, mail->uidl) ?
+			mail->uidl : str_lcase(p_strdup(mail->imail.mail.data_pool,
+							mail->uidl));
 		break;
 	case MAIL_FETCH_POP3_ORDER:
 		/* "" (not "0") sorts messages without an order last */
