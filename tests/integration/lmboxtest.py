@@ -444,6 +444,8 @@ class Dovecot:
         a("mail_debug = %s" % ("yes" if self.mail_debug else "no"))
         a("auth_debug = no")
         a("lmtp_save_to_detail_mailbox = no")
+        # rport lets a test find the mail process (mpid) of its own connection
+        a("login_log_format_elements = user=<%u> method=%m rip=%r rport=%{rport} lip=%l mpid=%e %c session=<%{session}>")
         a("pop3_uidl_format = %08Xu%08Xv")
         a("passdb {\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%%n %s\n}" % passwd)
         a("userdb {\n  driver = passwd-file\n  args = username_format=%%n %s\n}" % passwd)
@@ -649,6 +651,14 @@ class Dovecot:
         rx = re.compile(regex)
         return wait_until(lambda: rx.search(self.log_since_mark() if since_mark else self.log_text()),
                           timeout, "log line /%s/" % regex)
+
+    def session_pid(self, client, timeout=10.0):
+        """pid of the mail process serving a RawPOP3 (or any socket-owning)
+        client, from the login process's log line (rport=<our local port>)."""
+        port = client.sock.getsockname()[1] if hasattr(client, "sock") else int(client)
+        m = wait_until(lambda: re.search(r"Login: .*rport=%d\b.*mpid=(\d+)" % port, self.log_text()),
+                       timeout, "login line of local port %d" % port)
+        return int(m.group(1))
 
     def log_errors(self, allow=(), since_mark=False):
         text = self.log_since_mark() if since_mark else self.log_text()

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """STAT, LIST and UIDL read no message body (DESIGN: sizes and UIDLs are
-served from the store's metadata), checked by making every body unreadable:
+served from the store's metadata).  Checked twice: by the plugin's own
+counter (plugin { lmbox_log_body_opens = yes } logs bodies_opened=N per
+session): 0 for STAT/LIST/UIDL and doveadm size/UIDL/GUID fetches, also after
+index loss, >= 1 for RETR; and by making every body unreadable:
 after delivery the segment files under ~/lmbox/seg/ are chmod 000, then a
 fresh POP3 login, and a login after losing every Dovecot index file, must
 still answer STAT/LIST/UIDL exactly as before, and doveadm fetch
@@ -8,7 +11,7 @@ size.virtual/size.physical/pop3.uidl/guid must too.  RETR of an unreadable
 body must fail cleanly (-ERR, no panic); after chmod back, everything reads."""
 import os, re, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lmboxtest import Dovecot, Test, run, check_environment, msg, Failure
+from lmboxtest import Dovecot, Test, run, check_environment, msg, uses_lmbox, Failure
 
 LOCATION = os.environ.get("LMBOX_IT_LOCATION", "lmbox:~/lmbox")
 N = 20
@@ -25,7 +28,11 @@ def pop3_meta(dc, user):
 def main():
     check_environment()
     t = Test("STAT/LIST/UIDL read no body (%s)" % LOCATION)
-    with Dovecot(mail_location=LOCATION) as dc:
+    lmbox = uses_lmbox(LOCATION)
+    # lmbox_log_body_opens: the plugin logs "lmbox: user=U bodies_opened=N"
+    # when a session's storage is destroyed (plugin/lmbox-storage.c).
+    settings = {"lmbox_log_body_opens": "yes"} if lmbox else {}
+    with Dovecot(mail_location=LOCATION, plugin_settings=settings) as dc:
         with t.case("deliver %d messages (LMTP, and doveadm save with bare LFs)" % N, required=True):
             for i in range(1, N + 1):
                 if i % 4 == 0:
@@ -42,6 +49,37 @@ def main():
             for i in range(1, N + 1):
                 retr_before[i] = r.retr(i)
             r.quit()
+        if lmbox:
+            def opened(session):
+                """Bodies opened by one POP3 session (plugin's counter), found
+                by that session's mail process pid."""
+                r = dc.raw_pop3("alice")
+                pid = dc.session_pid(r)
+                session(r)
+                r.quit()
+                m = dc.wait_log(r"pop3\(alice\)<%d>.*lmbox: user=alice bodies_opened=(\d+)" % pid,
+                                since_mark=False)
+                return int(m.group(1))
+
+            def meta_session(r):
+                r.stat(); r.list(); r.uidl()
+
+            def retr_session(r):
+                r.retr(1)
+            with t.case("counter: a fresh POP3 session doing STAT/LIST/UIDL opens 0 bodies"):
+                t.eq(opened(meta_session), 0, "bodies_opened")
+            with t.case("counter: after losing every Dovecot index file, STAT/LIST/UIDL open 0 bodies"):
+                dc.delete_index_files("alice")
+                t.eq(opened(meta_session), 0, "bodies_opened")
+            with t.case("counter: doveadm fetch size.virtual size.physical pop3.uidl guid opens 0 bodies"):
+                dc.delete_index_files("alice")
+                r = dc.doveadm("fetch", "-u", "alice", fields, "mailbox", "INBOX", "all")
+                m = re.search(r"bodies_opened=(\d+)", r.stderr + r.stdout)
+                t.check(m, "no bodies_opened line from doveadm: %r" % r.stderr[-500:])
+                t.eq(int(m.group(1)), 0, "bodies_opened")
+            with t.case("counter counts: a session with RETR 1 opens >= 1 body"):
+                n = opened(retr_session)
+                t.check(n >= 1, "bodies_opened=%d after a RETR" % n)
         segs = []
         with t.case("bodies made unreadable: chmod 000 every file under the store's seg/", required=True):
             root = dc.mail_root("alice")
