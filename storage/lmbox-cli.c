@@ -550,8 +550,10 @@ static void print_meta(const char *folder, const struct lmbox_msg_meta *meta)
 	printf("%-15s %u\n", "pop3_order", meta->pop3_order);
 	printf("%-15s %s\n", "flags", cli_fmt_flags(meta->flags, buf));
 	printf("%-15s", "keywords");
-	for (kw = lmbox_meta_next_keyword(meta, NULL); kw != NULL;
-	     kw = lmbox_meta_next_keyword(meta, kw))
+	kw = lmbox_meta_next_keyword(meta, NULL);
+	if (kw == NULL)
+		printf(" -");
+	for (; kw != NULL; kw = lmbox_meta_next_keyword(meta, kw))
 		printf(" %s", kw);
 	putchar('\n');
 	printf("%-15s %s\n", "received", cli_fmt_time(meta->received_date, buf));
