@@ -512,9 +512,9 @@ int lmbox_check(struct lmbox_store *store, unsigned int flags,
 		ret = lmbox_write(store, lmbox_check_write_fn, &ctx);
 	} else if ((ret = lmbox_store_check_usable(store, false)) == 0 &&
 		   (ret = lmbox_rtxn_begin(store, &ctx.txn)) == 0) {
-		store->env->active_readers++;
+		store->env->map_pins++;
 		ret = lmbox_check_run(&ctx);
-		store->env->active_readers--;
+		store->env->map_pins--;
 		mdb_txn_abort(ctx.txn);
 	}
 	free(ctx.folders);

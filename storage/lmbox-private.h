@@ -35,9 +35,12 @@ struct lmbox_env {
 	MDB_dbi dbi_meta, dbi_values, dbi_folders, dbi_names;
 	MDB_dbi dbi_msgs, dbi_uidls, dbi_segs, dbi_reclaim;
 	unsigned int refcount;
-	/* lmbox_readers open on it in this process: the map cannot be
-	 * resized under them (their pointers point into it). */
-	unsigned int active_readers;
+	/* Internal walks (lmbox_check) that hold cursors or pointers into
+	 * the map across calls: the map is not resized while any is on. */
+	unsigned int map_pins;
+	/* Bumped whenever this process remaps: cursors kept across calls
+	 * (message iterators) re-seek when it changed. */
+	unsigned int map_gen;
 	bool rdonly;
 	uint64_t map_size;
 };
@@ -50,9 +53,15 @@ struct lmbox_store {
 	char errmsg[LMBOX_ERRMSG_SIZE];
 };
 
+struct lmbox_arena_chunk;
+
+/* A reader hands out no pointer into the map (uidl and keywords are copied
+ * into its arena), so the map may be resized while readers are open. */
 struct lmbox_reader {
 	struct lmbox_store *store;
 	MDB_txn *txn;
+	unsigned int txn_gen;      /* bumped by every refresh */
+	struct lmbox_arena_chunk *arena;
 };
 
 /* Work to do after a commit: punch or unlink dead space. */

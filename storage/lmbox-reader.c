@@ -11,6 +11,63 @@
 
 #include "lmbox-private.h"
 
+/* Arena of strings handed out by a reader, freed at refresh and end. */
+struct lmbox_arena_chunk {
+	struct lmbox_arena_chunk *next;
+	size_t used, size;
+	char data[];
+};
+
+#define LMBOX_ARENA_CHUNK (16 * 1024)
+
+static void lmbox_arena_free(struct lmbox_reader *reader)
+{
+	while (reader->arena != NULL) {
+		struct lmbox_arena_chunk *chunk = reader->arena;
+
+		reader->arena = chunk->next;
+		free(chunk);
+	}
+}
+
+static const char *lmbox_arena_copy(struct lmbox_reader *reader, const char *data, size_t size)
+{
+	struct lmbox_arena_chunk *chunk = reader->arena;
+	char *p;
+
+	if (chunk == NULL || chunk->size - chunk->used < size) {
+		size_t csize = size > LMBOX_ARENA_CHUNK ? size : LMBOX_ARENA_CHUNK;
+
+		if ((chunk = malloc(sizeof(*chunk) + csize)) == NULL)
+			return NULL;
+		chunk->used = 0;
+		chunk->size = csize;
+		chunk->next = reader->arena;
+		reader->arena = chunk;
+	}
+	p = chunk->data + chunk->used;
+	memcpy(p, data, size);
+	chunk->used += size;
+	return p;
+}
+
+/* Move meta's strings out of the map into the reader's arena. */
+static int lmbox_reader_own_meta(struct lmbox_reader *reader, struct lmbox_msg_meta *meta)
+{
+	size_t kw_size = lmbox_keywords_size(meta->keywords, meta->kw_count);
+
+	meta->uidl = lmbox_arena_copy(reader, meta->uidl, strlen(meta->uidl) + 1);
+	if (kw_size > 0)
+		meta->keywords = lmbox_arena_copy(reader, meta->keywords, kw_size);
+	else
+		meta->keywords = "";
+	if (meta->uidl == NULL || meta->keywords == NULL) {
+		return lmbox_set_error(reader->store, LMBOX_ERR_NOMEM,
+				       "%s: out of memory", reader->store->dir);
+	}
+	return 0;
+}
+
 int lmbox_reader_begin(struct lmbox_store *store, struct lmbox_reader **reader_r)
 {
 	struct lmbox_reader *reader;
@@ -22,13 +79,12 @@ int lmbox_reader_begin(struct lmbox_store *store, struct lmbox_reader **reader_r
 	if ((reader = calloc(1, sizeof(*reader))) == NULL)
 		return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
 	reader->store = store;
-	if (store->env->active_readers == 0 && !store->env->rdonly)
+	if (!store->env->rdonly)
 		lmbox_maybe_grow_early(store);
 	if ((ret = lmbox_rtxn_begin(store, &reader->txn)) < 0) {
 		free(reader);
 		return ret;
 	}
-	store->env->active_readers++;
 	*reader_r = reader;
 	return 0;
 }
@@ -41,11 +97,9 @@ void lmbox_reader_end(struct lmbox_reader **_reader)
 		return;
 	*_reader = NULL;
 	/* after fork the transaction belongs to the parent's environment */
-	if (reader->store->pid == getpid()) {
-		if (reader->txn != NULL)
-			mdb_txn_abort(reader->txn);
-		reader->store->env->active_readers--;
-	}
+	if (reader->store->pid == getpid() && reader->txn != NULL)
+		mdb_txn_abort(reader->txn);
+	lmbox_arena_free(reader);
 	free(reader);
 }
 
@@ -56,27 +110,21 @@ int lmbox_reader_refresh(struct lmbox_reader *reader)
 
 	if ((ret = lmbox_store_check_usable(store, false)) < 0)
 		return ret;
+	lmbox_arena_free(reader);
+	reader->txn_gen++;
 	if (reader->txn == NULL)
 		return lmbox_rtxn_begin(store, &reader->txn);
 	mdb_txn_reset(reader->txn);
 	rc = mdb_txn_renew(reader->txn);
+	if (rc == 0)
+		return 0;
+	mdb_txn_abort(reader->txn);
+	reader->txn = NULL;
 	if (rc == MDB_MAP_RESIZED) {
-		/* another process grew the map: we can adopt the new size
-		 * only if this is our only reader */
-		mdb_txn_abort(reader->txn);
-		reader->txn = NULL;
-		store->env->active_readers--;
-		ret = lmbox_rtxn_begin(store, &reader->txn);
-		store->env->active_readers++;
-		return ret;
+		/* another process grew the map: adopt it and start over */
+		return lmbox_rtxn_begin(store, &reader->txn);
 	}
-	if (rc != 0) {
-		mdb_txn_abort(reader->txn);
-		reader->txn = NULL;
-		return lmbox_set_mdb_error(store, rc, "%s: cannot renew read transaction",
-					   store->dir);
-	}
-	return 0;
+	return lmbox_set_mdb_error(store, rc, "%s: cannot renew read transaction", store->dir);
 }
 
 static int lmbox_reader_check(struct lmbox_reader *reader)
@@ -121,9 +169,10 @@ int lmbox_reader_msg(struct lmbox_reader *reader, uint32_t folder_id,
 {
 	int ret;
 
-	if ((ret = lmbox_reader_check(reader)) < 0)
+	if ((ret = lmbox_reader_check(reader)) < 0 ||
+	    (ret = lmbox_msg_load(reader->store, reader->txn, folder_id, uid, meta_r)) < 0)
 		return ret;
-	return lmbox_msg_load(reader->store, reader->txn, folder_id, uid, meta_r);
+	return lmbox_reader_own_meta(reader, meta_r);
 }
 
 int lmbox_reader_uidl(struct lmbox_reader *reader, uint32_t folder_id,
@@ -166,6 +215,11 @@ struct lmbox_msg_iter {
 	struct lmbox_reader *reader;
 	MDB_cursor *cursor;
 	uint32_t folder_id, from_uid;
+	/* the cursor's position is only trusted while neither the map nor
+	 * the reader's transaction changed; else re-seek after last_uid */
+	unsigned int map_gen, txn_gen;
+	MDB_txn *txn;
+	uint32_t last_uid;
 	bool started, done;
 };
 
@@ -186,6 +240,9 @@ int lmbox_msg_iter_init(struct lmbox_reader *reader, uint32_t folder_id,
 		return lmbox_set_mdb_error(reader->store, rc, "%s: cursor", reader->store->dir);
 	}
 	iter->reader = reader;
+	iter->txn = reader->txn;
+	iter->map_gen = reader->store->env->map_gen;
+	iter->txn_gen = reader->txn_gen;
 	iter->folder_id = folder_id;
 	iter->from_uid = from_uid == 0 ? 1 : from_uid;
 	*iter_r = iter;
@@ -202,6 +259,27 @@ int lmbox_msg_iter_next(struct lmbox_msg_iter *iter, struct lmbox_msg_meta *meta
 
 	if (iter->done)
 		return 0;
+	if ((rc = lmbox_reader_check(iter->reader)) < 0)
+		return rc;
+	if (iter->map_gen != store->env->map_gen || iter->txn_gen != iter->reader->txn_gen ||
+	    iter->txn != iter->reader->txn) {
+		rc = mdb_cursor_renew(iter->reader->txn, iter->cursor);
+		if (rc != 0) {
+			return lmbox_set_mdb_error(store, rc, "%s: renewing cursor of folder %u",
+						   store->dir, iter->folder_id);
+		}
+		iter->txn = iter->reader->txn;
+		iter->map_gen = store->env->map_gen;
+		iter->txn_gen = iter->reader->txn_gen;
+		if (iter->started) {
+			if (iter->last_uid == UINT32_MAX) {
+				iter->done = true;
+				return 0;
+			}
+			iter->from_uid = iter->last_uid + 1;
+			iter->started = false;
+		}
+	}
 	if (!iter->started) {
 		iter->started = true;
 		lmbox_msg_key_encode(key, iter->folder_id, iter->from_uid);
@@ -230,6 +308,9 @@ int lmbox_msg_iter_next(struct lmbox_msg_iter *iter, struct lmbox_msg_meta *meta
 	}
 	meta_r->folder_id = fid;
 	meta_r->uid = uid;
+	iter->last_uid = uid;
+	if ((rc = lmbox_reader_own_meta(iter->reader, meta_r)) < 0)
+		return rc;
 	return 1;
 }
 

@@ -124,21 +124,23 @@ int lmbox_store_check_usable(struct lmbox_store *store, bool write)
 	return 0;
 }
 
-/* Adopt a map size grown by another process.  Only safe while no read
- * transaction of this process points into the map. */
+/* Adopt a map size grown by another process.  Safe with read
+ * transactions open as long as nothing holds a pointer into the old map:
+ * readers copy what they hand out, iterators re-seek (map_gen). */
 static int lmbox_adopt_map(struct lmbox_store *store)
 {
 	struct lmbox_env *env = store->env;
 	MDB_envinfo info;
 	int rc;
 
-	if (env->active_readers > 0) {
+	if (env->map_pins > 0) {
 		return lmbox_set_error(store, LMBOX_ERR_BUSY,
-			"%s: map was grown by another process and this process "
-			"still has %u readers open", store->mdb_path, env->active_readers);
+			"%s: map was grown by another process and cannot be remapped "
+			"during a check", store->mdb_path);
 	}
 	if ((rc = mdb_env_set_mapsize(env->env, 0)) != 0)
 		return lmbox_set_mdb_error(store, rc, "%s: mdb_env_set_mapsize(0) failed", store->mdb_path);
+	env->map_gen++;
 	mdb_env_info(env->env, &info);
 	env->map_size = info.me_mapsize;
 	return 0;
@@ -193,48 +195,60 @@ int lmbox_meta_put_u32(struct lmbox_store *store, MDB_txn *txn, const char *key,
 
 /* ------------------------------------------------------------ write runner */
 
+static uint64_t lmbox_map_used(struct lmbox_env *env)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+
+	if (mdb_env_info(env->env, &info) != 0 || mdb_env_stat(env->env, &st) != 0)
+		return 0;
+	return (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
+}
+
+/* Double the map (at least to twice what is used), up to map_max. */
 static int lmbox_grow_map(struct lmbox_store *store)
 {
 	struct lmbox_env *env = store->env;
-	uint64_t new_size;
+	uint64_t used = lmbox_map_used(env), new_size;
+	MDB_envinfo info;
 	int rc;
 
-	if (env->map_size >= store->opts.map_max) {
+	if (env->map_pins > 0) {
+		return lmbox_set_error(store, LMBOX_ERR_MAPFULL,
+			"%s: LMDB map is full (%llu bytes) and cannot grow during a check",
+			store->mdb_path, (unsigned long long)env->map_size);
+	}
+	new_size = env->map_size * 2;
+	if (new_size < used * 2)
+		new_size = used * 2;
+	new_size = (new_size + (1 << 20) - 1) & ~(uint64_t)((1 << 20) - 1);
+	if (new_size > store->opts.map_max)
+		new_size = store->opts.map_max;
+	if (new_size <= env->map_size) {
 		return lmbox_set_error(store, LMBOX_ERR_MAPFULL,
 			"%s: LMDB map is full at its maximum of %llu bytes (map_max)",
 			store->mdb_path, (unsigned long long)store->opts.map_max);
 	}
-	if (env->active_readers > 0) {
-		return lmbox_set_error(store, LMBOX_ERR_MAPFULL,
-			"%s: LMDB map is full (%llu bytes) and cannot grow while this "
-			"process has %u readers open", store->mdb_path,
-			(unsigned long long)env->map_size, env->active_readers);
-	}
-	new_size = env->map_size * 2;
-	if (new_size > store->opts.map_max)
-		new_size = store->opts.map_max;
 	if ((rc = mdb_env_set_mapsize(env->env, new_size)) != 0) {
 		return lmbox_set_mdb_error(store, rc, "%s: growing map to %llu bytes",
 			store->mdb_path, (unsigned long long)new_size);
 	}
-	env->map_size = new_size;
+	env->map_gen++;
+	/* LMDB rounds up to what the file already uses */
+	env->map_size = mdb_env_info(env->env, &info) == 0 ? info.me_mapsize : new_size;
 	return 0;
 }
 
-/* Grow while no reader of this process pins the map, before it is half
- * full: a commit made while readers are open cannot grow it. */
+/* Grow before the map is half full, so commits rarely meet MAP_FULL. */
 void lmbox_maybe_grow_early(struct lmbox_store *store)
 {
 	struct lmbox_env *env = store->env;
 	MDB_envinfo info;
-	MDB_stat st;
 
-	if (env->active_readers > 0 || env->map_size >= store->opts.map_max)
-		return;
-	if (mdb_env_info(env->env, &info) != 0 || mdb_env_stat(env->env, &st) != 0)
+	if (env->map_pins > 0 || mdb_env_info(env->env, &info) != 0)
 		return;
 	env->map_size = info.me_mapsize;
-	if ((uint64_t)(info.me_last_pgno + 1) * st.ms_psize > env->map_size / 2)
+	if (env->map_size < store->opts.map_max && lmbox_map_used(env) > env->map_size / 2)
 		(void)lmbox_grow_map(store);
 }
 

@@ -8,6 +8,7 @@
  */
 #include <lmdb.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "test-common.h"
 
@@ -163,6 +164,9 @@ static void test_map_growth(void)
 	struct lmbox_txn *txn;
 	struct lmbox_append *append;
 	const char *kws[] = { "$label1", "a-rather-long-keyword-to-fill-the-map", NULL };
+	struct lmbox_reader *reader;
+	struct lmbox_msg_iter *iter;
+	struct lmbox_msg_meta first, meta;
 	char uidl[80];
 	uint32_t f;
 	int ret;
@@ -171,6 +175,16 @@ static void test_map_growth(void)
 	lmbox_append_opts_init(&opts);
 	opts.keywords = kws;
 	opts.uidl = uidl;
+	for (int i = 0; i < 3; i++) {
+		snprintf(uidl, sizeof(uidl), "first-%d", i);
+		test_append(store, f, "m\n", 2, &opts);
+	}
+	/* a reader and an iterator stay usable while the map grows and is
+	 * remapped under them */
+	CHECK_OK(store, lmbox_reader_begin(store, &reader));
+	CHECK_OK(store, lmbox_msg_iter_init(reader, f, 0, &iter));
+	CHECK(lmbox_msg_iter_next(iter, &first) == 1);
+	CHECK(strcmp(first.uidl, "first-0") == 0);
 	for (int t = 0; t < 10; t++) {
 		CHECK_OK(store, lmbox_txn_begin(store, &txn));
 		for (int i = 0; i < 500; i++) {
@@ -182,7 +196,21 @@ static void test_map_growth(void)
 		CHECK_OK(store, lmbox_txn_commit(&txn, NULL));
 	}
 	CHECK_OK(store, lmbox_store_stat(store, &st));
-	CHECK(st.message_count == 5000);
+	CHECK(st.map_size > 128 * 1024);
+	CHECK(strcmp(first.uidl, "first-0") == 0 && first.kw_count == 2);
+	CHECK(lmbox_msg_iter_next(iter, &meta) == 1);
+	CHECK(meta.uid == 2 && strcmp(meta.uidl, "first-1") == 0);
+	CHECK(strcmp(lmbox_meta_next_keyword(&first, NULL), "$label1") == 0);
+	CHECK_OK(store, lmbox_reader_msg(reader, f, 3, &meta));
+	CHECK_ERR(store, lmbox_reader_msg(reader, f, 4, &meta), LMBOX_ERR_NOTFOUND);
+	CHECK_OK(store, lmbox_reader_refresh(reader));
+	CHECK(lmbox_msg_iter_next(iter, &meta) == 1);
+	CHECK(meta.uid == 3);
+	CHECK(lmbox_msg_iter_next(iter, &meta) == 1);
+	CHECK(meta.uid == 4);
+	lmbox_msg_iter_deinit(&iter);
+	lmbox_reader_end(&reader);
+	CHECK(st.message_count == 5003);
 	CHECK(st.map_size > 128 * 1024 && st.map_size <= 64 * 1024 * 1024);
 	CHECK(st.map_used <= st.map_size);
 	CHECK(lmbox_check(store, 0, NULL, NULL) == 0);
@@ -206,6 +234,69 @@ static void test_map_growth(void)
 	CHECK_OK(store, lmbox_folder_get(store, f, &info));
 	CHECK(info.count == 0 && info.next_uid == 1);
 	CHECK(test_append(store, f, "small\n", 6, NULL) == 1);
+	CHECK(lmbox_check(store, 0, NULL, NULL) == 0);
+	lmbox_store_close(&store);
+}
+
+/* Another process grows the map while this one has a reader open. */
+static void test_map_resized(void)
+{
+	struct lmbox_store *store = open_opts("resized", 0, 128 * 1024, 64 * 1024 * 1024);
+	struct lmbox_store_stat st;
+	struct lmbox_reader *reader, *reader2;
+	struct lmbox_msg_iter *iter;
+	struct lmbox_msg_meta meta;
+	struct lmbox_folder_info info;
+	uint32_t f;
+	pid_t pid;
+	int status;
+
+	CHECK_OK(store, lmbox_folder_create(store, "INBOX", 0, NULL, &f));
+	test_append(store, f, "a\n", 2, NULL);
+	test_append(store, f, "b\n", 2, NULL);
+	CHECK_OK(store, lmbox_store_stat(store, &st));
+	CHECK_OK(store, lmbox_reader_begin(store, &reader));
+	CHECK_OK(store, lmbox_msg_iter_init(reader, f, 0, &iter));
+	CHECK(lmbox_msg_iter_next(iter, &meta) == 1);
+	pid = fork();
+	if (pid == 0) {
+		struct lmbox_store *child = open_opts("resized", 0, 128 * 1024, 64 * 1024 * 1024);
+		struct lmbox_append_opts opts;
+		struct lmbox_txn *txn;
+		struct lmbox_append *append;
+		char uidl[80];
+
+		lmbox_append_opts_init(&opts);
+		opts.uidl = uidl;
+		CHECK_OK(child, lmbox_txn_begin(child, &txn));
+		for (int i = 0; i < 4000; i++) {
+			snprintf(uidl, sizeof(uidl), "%064d", i);
+			CHECK_OK(child, lmbox_append_begin(txn, f, &opts, &append));
+			CHECK_OK(child, lmbox_append_write(append, "m\n", 2));
+			CHECK(lmbox_append_finish(&append) == i);
+		}
+		CHECK_OK(child, lmbox_txn_commit(&txn, NULL));
+		lmbox_store_close(&child);
+		_exit(test_failures != 0);
+	}
+	CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* a lookup adopts the grown map (MDB_MAP_RESIZED), a second reader
+	 * sees it; the first keeps working */
+	CHECK_OK(store, lmbox_folder_get(store, f, &info));
+	CHECK(info.count == 4002);
+	CHECK_OK(store, lmbox_reader_begin(store, &reader2));
+	CHECK_OK(store, lmbox_reader_folder(reader2, f, &info));
+	CHECK(info.count == 4002);
+	CHECK(lmbox_msg_iter_next(iter, &meta) == 1 && meta.uid == 2);
+	CHECK(lmbox_msg_iter_next(iter, &meta) == 0);
+	test_append(store, f, "c\n", 2, NULL);
+	CHECK_OK(store, lmbox_reader_refresh(reader));
+	CHECK_OK(store, lmbox_reader_msg(reader, f, 4003, &meta));
+	lmbox_msg_iter_deinit(&iter);
+	lmbox_reader_end(&reader2);
+	lmbox_reader_end(&reader);
+	CHECK_OK(store, lmbox_store_stat(store, &st));
+	CHECK(st.message_count == 4003 && st.map_size > 128 * 1024);
 	CHECK(lmbox_check(store, 0, NULL, NULL) == 0);
 	lmbox_store_close(&store);
 }
@@ -274,6 +365,7 @@ int main(void)
 	test_rotation_and_punch();
 	test_redo_after_crash();
 	test_map_growth();
+	test_map_resized();
 	test_repair();
 	return test_exit();
 }
