@@ -747,7 +747,7 @@ class Dovecot:
             if not line.strip():
                 continue
             d = {}
-            for m in re.finditer(r'([a-z0-9._]+)=("(?:[^"\\]|\\.)*"|\S*)', line):
+            for m in re.finditer(r'([a-z0-9._-]+)=("(?:[^"\\]|\\.)*"|\S*)', line):
                 v = m.group(2)
                 if v.startswith('"'):
                     v = v[1:-1].replace('\\"', '"').replace("\\\\", "\\")

@@ -157,6 +157,11 @@ def main():
             dc.doveadm("save", "-u", "md", input=msg(51))
             dc.doveadm("sync", "-u", "md", "%s:%s/%s" % (DRIVER, dc.home("md"), TARGET_DIR))
             a, b = pop3_view(dc, "md"), pop3_view(dc, "mdlm")
+            for u in ("md", "mdlm"):
+                f = dc.doveadm_fetch(u, "uid pop3.uidl hdr.message-id")
+                print("      %-4s after sync: %s" % (u, ", ".join(
+                    "%s:%s:%s" % (d["uid"], d.get("hdr.message-id", "?").split("-")[-1].split("@")[0],
+                                  d["pop3.uidl"] or "-") for d in f)))
             t.eq(sorted(a), sorted(b), "message-ids after sync")
             t.eq(len(a), len(sources["md"][1]) + 2, "messages after sync")
             for k in a:
