@@ -39,8 +39,9 @@ uint64_t lmbox_body_open_count(void)
 }
 
 /* A read failed: if the message is gone from the latest snapshot the cause
- * is a concurrent expunge, not corruption. */
-static int lmbox_body_failed(struct lmbox_body *body, int ret)
+ * is a concurrent expunge, not corruption; if it moved (lmbox_compact),
+ * returns 1 with body pointed at the new place when retry is allowed. */
+static int lmbox_body_failed(struct lmbox_body *body, int ret, bool retry)
 {
 	struct lmbox_store *store = body->store;
 	struct lmbox_msg_meta meta;
@@ -59,11 +60,30 @@ static int lmbox_body_failed(struct lmbox_body *body, int ret)
 		return ret;
 	}
 	ret2 = lmbox_msg_load(store, txn, body->folder_id, body->uid, &meta);
-	if (ret2 == LMBOX_ERR_NOTFOUND ||
-	    (ret2 == 0 && (meta.seg_id != body->seg_id ||
-			   meta.seg_offset != body->seg_offset))) {
+	if (ret2 == LMBOX_ERR_NOTFOUND) {
 		ret = lmbox_set_error(store, LMBOX_ERR_NOTFOUND,
 			"%s: message uid %u in folder %u was expunged while being read",
+			store->dir, body->uid, body->folder_id);
+	} else if (ret2 == 0 && (meta.seg_id != body->seg_id ||
+				 meta.seg_offset != body->seg_offset) &&
+		   meta.checksum == body->checksum && meta.phys_size == body->phys_size) {
+		if (retry) {
+			body->seg_id = meta.seg_id;
+			body->seg_offset = meta.seg_offset;
+			body->data_offset = meta.seg_offset + LMBOX_BLOB_HDR_SIZE;
+			body->stored_size = meta.stored_size;
+			body->codec = meta.codec;
+			ret = 1;
+		} else {
+			ret = lmbox_set_error(store, LMBOX_ERR_BUSY,
+				"%s: message uid %u in folder %u was moved by compaction "
+				"while being read: retry", store->dir, body->uid, body->folder_id);
+		}
+	} else if (ret2 == 0 && (meta.seg_id != body->seg_id ||
+				 meta.seg_offset != body->seg_offset)) {
+		/* the UID now names other bytes (should not happen) */
+		ret = lmbox_set_error(store, LMBOX_ERR_NOTFOUND,
+			"%s: message uid %u in folder %u was replaced while being read",
 			store->dir, body->uid, body->folder_id);
 	} else {
 		if (ret == LMBOX_ERR_NOTFOUND) {
@@ -148,8 +168,19 @@ int lmbox_body_open(struct lmbox_store *store, const struct lmbox_msg_meta *meta
 	body->crc = (uint32_t)crc32(0, NULL, 0);
 	snprintf(body->what, sizeof(body->what), "%s/seg/%08X (uid %u in folder %u)",
 		 store->dir, body->seg_id, body->uid, body->folder_id);
-	if ((ret = lmbox_body_open_real(body)) < 0) {
-		ret = lmbox_body_failed(body, ret);
+	if ((ret = lmbox_body_open_real(body)) < 0 &&
+	    (ret = lmbox_body_failed(body, ret, true)) == 1) {
+		/* moved by compaction: open it where it is now */
+		if (body->fd >= 0)
+			close(body->fd);
+		body->fd = -1;
+		snprintf(body->what, sizeof(body->what), "%s/seg/%08X (uid %u in folder %u)",
+			 store->dir, body->seg_id, body->uid, body->folder_id);
+		ret = lmbox_body_open_real(body);
+		if (ret < 0)
+			ret = lmbox_body_failed(body, ret, false);
+	}
+	if (ret < 0) {
 		lmbox_body_close(&body);
 		return ret;
 	}
@@ -277,7 +308,7 @@ ssize_t lmbox_body_read(struct lmbox_body *body, void *buf, size_t size)
 		lmbox_body_read_raw(body, buf, size) :
 		lmbox_body_read_deflate(body, buf, size);
 	if (ret < 0) {
-		ret = lmbox_body_failed(body, (int)ret);
+		ret = lmbox_body_failed(body, (int)ret, false);
 		body->error = (int)ret;
 	}
 	return ret;

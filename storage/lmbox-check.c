@@ -424,7 +424,26 @@ static int lmbox_check_segments(struct lmbox_check_ctx *ctx)
 		if (s->seg_id >= ctx->next_seg_id)
 			lmbox_problem(ctx, "%s: id not below next_seg_id %08X", path, ctx->next_seg_id);
 		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-			lmbox_problem(ctx, "%s: cannot open: %s", path, strerror(errno));
+			bool missing_cur = errno == ENOENT && s->seg_id == ctx->cur_seg;
+
+			lmbox_problem(ctx, "%s: cannot open: %s%s", path, strerror(errno),
+				      missing_cur && ctx->repair ?
+				      " (current segment: appends go to a new one)" : "");
+			if (missing_cur && ctx->repair) {
+				/* without this every append fails; the mail
+				 * that was in it is gone either way */
+				unsigned char key[4], val[LMBOX_SEG_REC_SIZE];
+				MDB_val k = { 4, key }, v = { LMBOX_SEG_REC_SIZE, val };
+				int rc, ret;
+
+				s->rec.flags |= LMBOX_SEG_SEALED;
+				lmbox_put_be32(key, s->seg_id);
+				lmbox_seg_rec_encode(&s->rec, val);
+				if ((rc = mdb_put(ctx->txn, store->env->dbi_segs, &k, &v, 0)) != 0)
+					return lmbox_check_mdb(ctx, rc, "sealing missing segment");
+				if ((ret = lmbox_meta_put_u32(store, ctx->txn, LMBOX_META_CUR_SEG, 0)) < 0)
+					return ret;
+			}
 			continue;
 		}
 		if (fstat(fd, &st) < 0 || (uint64_t)st.st_size < s->rec.tail) {

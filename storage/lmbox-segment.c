@@ -540,8 +540,17 @@ void lmbox_reclaim_run(struct lmbox_store *store,
 		close(fd);
 	done.items = items;
 	done.count = ok;
-	if (ok > 0)
+	if (ok > 0) {
+		/* Losing this commit in a crash only means punching again at
+		 * the next open: it need not be synced. */
+		bool nosync = store->opts.fsync != LMBOX_FSYNC_NEVER;
+
+		if (nosync)
+			mdb_env_set_flags(store->env->env, MDB_NOSYNC, 1);
 		(void)lmbox_write(store, lmbox_reclaim_done_fn, &done);
+		if (nosync)
+			mdb_env_set_flags(store->env->env, MDB_NOSYNC, 0);
+	}
 	free(items);
 }
 

@@ -19,7 +19,8 @@
  *     for a log (what, which file/message, why).  It is per store and per
  *     thread of use; the store is not meant to be shared between threads.
  *   - Pointers inside a struct lmbox_msg_meta filled by a reader stay valid
- *     until that reader ends.
+ *     until that reader ends or is refreshed (they point into memory of
+ *     the reader, never into the LMDB map).
  *   - Nothing aborts on bad on-disk data: corruption is LMBOX_ERR_CORRUPT.
  *
  * Concurrency: any number of processes may open the same store at once;
@@ -34,6 +35,18 @@
  *   - Streams of a message body verify the checksum when they reach the end;
  *     a mismatch is reported then (LMBOX_ERR_CHECKSUM), after earlier bytes
  *     were already handed out.  Consumers must treat the read as failed.
+ *   - A body opened from metadata of an older snapshot whose message has
+ *     since been expunged (its space may be punched already) fails with
+ *     LMBOX_ERR_NOTFOUND; one moved by lmbox_compact() is found where it
+ *     is now (mid-stream: LMBOX_ERR_BUSY, retry).
+ *   - Iterators, bodies and readers must be ended before the store that
+ *     made them is closed; message iterators before their reader.
+ *   - The LMDB map starts small and grows (doubling, up to map_max) also
+ *     while readers are open; a commit that still does not fit fails with
+ *     LMBOX_ERR_MAPFULL and changes nothing.  A map grown by another
+ *     process is adopted at the next transaction.
+ *   - LMBOX_FSYNC_NEVER: a power loss may lose recent commits and, after an
+ *     expunge, leave records whose bodies were already punched (CORRUPT).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -240,7 +253,8 @@ const char *lmbox_meta_next_keyword(const struct lmbox_msg_meta *meta, const cha
 struct lmbox_reader;
 int lmbox_reader_begin(struct lmbox_store *store, struct lmbox_reader **reader_r);
 void lmbox_reader_end(struct lmbox_reader **reader);
-/* Re-snapshot an existing reader to the latest commit (cheap). */
+/* Re-snapshot an existing reader to the latest commit (cheap).  Open
+ * message iterators continue after the last UID they returned. */
 int lmbox_reader_refresh(struct lmbox_reader *reader);
 
 int lmbox_reader_folder(struct lmbox_reader *reader, uint32_t folder_id,

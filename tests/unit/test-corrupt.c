@@ -132,6 +132,19 @@ int main(void)
 	CHECK_ERR(store, read_body(store, &meta), LMBOX_ERR_CORRUPT);
 	lmbox_reader_end(&reader);
 	CHECK(lmbox_check(store, 0, NULL, NULL) > 0);
+	/* it was the current segment: appends fail until repair */
+	{
+		struct lmbox_append *append;
+
+		CHECK_OK(store, lmbox_txn_begin(store, &txn));
+		CHECK_OK(store, lmbox_append_begin(txn, folder, NULL, &append));
+		CHECK_OK(store, lmbox_append_write(append, "new\n", 4));
+		CHECK(lmbox_append_finish(&append) == 0);
+		CHECK_ERR(store, lmbox_txn_commit(&txn, NULL), LMBOX_ERR_CORRUPT);
+		CHECK(strstr(lmbox_store_errmsg(store), "missing") != NULL);
+	}
+	CHECK(lmbox_check(store, LMBOX_CHECK_REPAIR, NULL, NULL) > 0);
+	CHECK(test_append(store, folder, "new\n", 4, NULL) > 0);
 
 	lmbox_store_close(&store);
 	return test_exit();
