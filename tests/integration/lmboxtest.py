@@ -305,6 +305,8 @@ class Dovecot:
                    location is lmbox, else []
     plugin_settings  dict for the plugin { } section
     extra_conf     text appended to dovecot.conf
+    fast_login     Dovecot's high-performance login mode (service_count = 0,
+                   process_min_avail) for pop3/imap, as benchmarks want
     builddir       build tree whose plugin/.libs and pop3/.libs are loaded
     copy_modules   copy (not symlink) modules into the private module dir
     """
@@ -313,7 +315,8 @@ class Dovecot:
                  mail_plugins=None, plugin_settings=None, extra_conf="",
                  builddir=None, mail_debug=False, copy_modules=False,
                  protocols=("pop3", "imap", "lmtp"), tmp_parent=None,
-                 keep_dir=None, require_plugin=None, verbose=False):
+                 keep_dir=None, require_plugin=None, verbose=False,
+                 fast_login=False, process_min_avail=2):
         self.mail_location = mail_location
         if isinstance(users, dict):
             self.users = users
@@ -331,6 +334,8 @@ class Dovecot:
         self.tmp_parent = tmp_parent
         self.keep_dir = keep_dir
         self.verbose = verbose
+        self.fast_login = fast_login
+        self.process_min_avail = process_min_avail
         if require_plugin is None:
             require_plugin = "lmbox" in self.mail_plugins or uses_lmbox(mail_location)
         self.require_plugin = require_plugin
@@ -466,6 +471,13 @@ class Dovecot:
         if os.geteuid() != 0:
             for svc in ("anvil", "imap-urlauth-login", "submission-login", "managesieve-login"):
                 a("service %s {\n  chroot =\n}" % svc)
+        if self.fast_login:
+            # Dovecot's high-performance login mode (DESIGN "Performance model")
+            for svc in ("pop3-login", "imap-login"):
+                a("service %s {\n  service_count = 0\n  process_min_avail = %d\n}"
+                  % (svc, self.process_min_avail))
+            for svc in ("pop3", "imap"):
+                a("service %s {\n  process_min_avail = %d\n}" % (svc, self.process_min_avail))
         a("protocol lmtp {\n  mail_plugins = $mail_plugins\n}")
         a("protocol pop3 {\n  mail_plugins = $mail_plugins\n}")
         a("protocol imap {\n  mail_plugins = $mail_plugins\n}")

@@ -6,7 +6,7 @@ connection; UIDLs stable.
 
 Env LMBOX_IT_LOCATION overrides the mail location under test
 (default lmbox:~/lmbox) so the same checks can run against maildir/sdbox."""
-import os, re, sys, poplib
+import os, re, subprocess, sys, poplib
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lmboxtest import Dovecot, Test, run, check_environment, msg, Failure
 
@@ -132,6 +132,9 @@ def main():
             out = dc.curl_pop3("alice", "", extra=("-X", "UIDL")).stdout
             t.eq({int(a): b.decode() for a, b in (l.split() for l in out.split(b"\r\n") if l)},
                  state["uidl"], "curl UIDL")
+            url = "pop3://alice:%s@127.0.0.1:%d/1" % (dc.password("alice"), dc.ports["pop3"])
+            r = subprocess.run(["curl", "-s", "--max-time", "60", url], stdout=subprocess.PIPE, timeout=120)
+            t.eq(r.stdout, state["retr"][1], "curl -s %s" % url)
             out = dc.curl_pop3("alice", "", extra=("-X", "TOP 1 0")).stdout
             t.eq(out, RAW[0][1].split(b"\r\n\r\n")[0] + b"\r\n\r\n", "curl TOP 1 0")
 
