@@ -46,6 +46,7 @@ int lmbox_errno_code(int errnum)
 	switch (errnum) {
 	case ENOSPC:
 	case EDQUOT:
+	case EFBIG:   /* a file size limit: space, not the message */
 		return LMBOX_ERR_NOSPACE;
 	case EACCES:
 	case EPERM:
@@ -56,8 +57,6 @@ int lmbox_errno_code(int errnum)
 		return LMBOX_ERR_NOTFOUND;
 	case EROFS:
 		return LMBOX_ERR_READONLY;
-	case EFBIG:
-		return LMBOX_ERR_TOOBIG;
 	case EAGAIN:
 	case EBUSY:
 		return LMBOX_ERR_BUSY;
