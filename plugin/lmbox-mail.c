@@ -69,7 +69,7 @@ static int lmbox_mail_load(struct lmbox_mail *mail)
 
 	if (mail->meta_loaded && mail->meta_uid == _mail->uid)
 		return 0;
-	ret = lmbox_mailbox_msg_lookup(mbox, _mail->uid, &meta);
+	ret = lmbox_meta_lookup(mbox, _mail->uid, &meta);
 	if (ret < 0)
 		return -1;
 	if (ret == 0) {
@@ -219,6 +219,8 @@ lmbox_mail_open_body(struct lmbox_mail *mail, struct istream **input_r)
 	struct lmbox_mailbox *mbox = LMBOX_MAILBOX(_mail->box);
 	struct lmbox_store *store = mbox->storage->store;
 	struct lmbox_body *body;
+	struct lmbox_msg_meta meta;
+	const char *errmsg;
 	unsigned char *data = NULL;
 	size_t used = 0, alloc;
 	string_t *path = NULL;
@@ -296,9 +298,17 @@ lmbox_mail_open_body(struct lmbox_mail *mail, struct istream **input_r)
 	return 0;
 
 store_failed:
-	lmbox_storage_set_error(_mail->box->storage, ret,
-		t_strdup_printf("reading body of %s UID %u",
-				_mail->box->vname, _mail->uid));
+	errmsg = t_strdup(lmbox_store_errmsg(store));
+	/* The snapshot may be older than an expunge whose space was already
+	   reclaimed: in a fresh one, a vanished message is just expunged. */
+	lmbox_mailbox_reader_end(mbox);
+	if (lmbox_mailbox_msg_lookup(mbox, _mail->uid, &meta) == 0) {
+		mail_set_expunged(_mail);
+		return -1;
+	}
+	mail_storage_set_critical(_mail->box->storage,
+		"lmbox: reading body of %s UID %u: %s",
+		_mail->box->vname, _mail->uid, errmsg);
 	return -1;
 }
 

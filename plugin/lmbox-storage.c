@@ -297,6 +297,7 @@ struct lmbox_reader *lmbox_mailbox_get_reader(struct lmbox_mailbox *mbox)
 
 void lmbox_mailbox_reader_end(struct lmbox_mailbox *mbox)
 {
+	lmbox_meta_cache_clear(mbox);
 	if (mbox->reader != NULL)
 		lmbox_reader_end(&mbox->reader);
 }
@@ -311,8 +312,11 @@ int lmbox_mailbox_msg_lookup(struct lmbox_mailbox *mbox, uint32_t uid,
 	for (i = 0; i < 2; i++) {
 		if ((reader = lmbox_mailbox_get_reader(mbox)) == NULL)
 			return -1;
-		if (i > 0 && (ret = lmbox_reader_refresh(reader)) < 0)
-			break;
+		if (i > 0) {
+			lmbox_meta_cache_clear(mbox);
+			if ((ret = lmbox_reader_refresh(reader)) < 0)
+				break;
+		}
 		ret = lmbox_reader_msg(reader, mbox->folder_id, uid, meta_r);
 		if (ret != LMBOX_ERR_NOTFOUND)
 			break;

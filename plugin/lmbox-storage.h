@@ -51,6 +51,10 @@ struct lmbox_mailbox {
 	/* read snapshot for metadata lookups; ended at each sync so that it
 	   never pins old LMDB pages for longer than one command */
 	struct lmbox_reader *reader;
+	/* dense metadata of the snapshot, see lmbox-meta.c */
+	ARRAY(struct lmbox_msg_meta) meta_cache;
+	pool_t meta_pool;
+	unsigned int meta_lookups;
 };
 
 #define LMBOX_STORAGE(s) (container_of(s, struct lmbox_storage, storage))
@@ -78,6 +82,13 @@ int lmbox_mailbox_msg_lookup(struct lmbox_mailbox *mbox, uint32_t uid,
 int lmbox_read_index_header(struct lmbox_mailbox *mbox,
 			    struct mail_index_view *view,
 			    struct lmbox_index_header *hdr_r);
+
+/* lmbox-meta.c */
+/* Like lmbox_mailbox_msg_lookup() but without keywords, and answered from
+   a dense copy of the snapshot during walks. */
+int lmbox_meta_lookup(struct lmbox_mailbox *mbox, uint32_t uid,
+		      struct lmbox_msg_meta *meta_r);
+void lmbox_meta_cache_clear(struct lmbox_mailbox *mbox);
 
 /* lmbox-mail.c */
 struct mail *
