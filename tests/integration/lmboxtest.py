@@ -728,6 +728,41 @@ class Dovecot:
             except (smtplib.SMTPException, OSError):
                 s.close()
 
+    def lmtp_deliver_multi(self, users, msg, sender="sender@example.org", timeout=NET_TIMEOUT):
+        """One LMTP transaction with several RCPTs (Dovecot then saves once
+        and copies to the other recipients).  Returns [(code, text)] per
+        recipient: the RCPT reply if refused, else the per-recipient DATA reply."""
+        rcpts = [u if "@" in u else u + "@example.org" for u in users]
+        data = re.sub(rb"\r\n|\n|\r", b"\r\n", msg)
+        if not data.endswith(b"\r\n"):
+            data += b"\r\n"
+        data = re.sub(rb"(?m)^\.", b"..", data)
+        s = smtplib.LMTP("127.0.0.1", self.ports["lmtp"], timeout=timeout)
+        try:
+            s.ehlo("lmboxtest")
+            code, txt = s.mail(sender)
+            if code != 250:
+                raise Failure("LMTP MAIL FROM: %d %r" % (code, txt))
+            results, accepted = [], []
+            for r in rcpts:
+                code, txt = s.rcpt(r)
+                results.append((code, txt))
+                if code in (250, 251):
+                    accepted.append(len(results) - 1)
+            if accepted:
+                code, txt = s.docmd("DATA")
+                if code != 354:
+                    raise Failure("LMTP DATA: %d %r" % (code, txt))
+                s.send(data + b".\r\n")
+                for i in accepted:   # one reply per accepted recipient, in order
+                    results[i] = s.getreply()
+            return results
+        finally:
+            try:
+                s.quit()
+            except (smtplib.SMTPException, OSError):
+                s.close()
+
     def lda_deliver(self, user, msg, check=True, extra_args=()):
         r = subprocess.run([LDA, "-c", self.conf_path, "-d", user, *extra_args], input=msg,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=CMD_TIMEOUT)
