@@ -129,7 +129,7 @@ def median(xs):
 
 class Corpus:
     """Message i is a pure function of (seed, i).  Mostly 2-30 KB text and
-    HTML, 1.5% with a base64 attachment of 100 KB-5 MB, and a few odd ones
+    HTML, 2% with a base64 attachment of 100 KB-5 MB, and a few odd ones
     (bare LF, 8-bit, no final newline, leading dots).  info(i) caches what
     the checks need: raw size, size deflated alone at level 6, and the
     length and SHA-256 of what POP3 must send (and of its header part)."""
@@ -189,7 +189,7 @@ class Corpus:
                "Message-ID: <bench-%d-%d@example.org>\r\nX-Bench-Seq: %d\r\nMIME-Version: 1.0\r\n"
                % (subj.split()[0].title(), subj.split()[-1], subj, (i // 3600) % 24, (i // 60) % 60, i % 60,
                   self.seed, i, i)).encode()
-        if p < 0.015:
+        if p < 0.02:
             asize = int(100 * 1024 * (50 ** rng.random()))   # 100 KB - 5 MB encoded
             raw = rng.randbytes(asize * 3 // 4)
             b64 = base64.encodebytes(raw).replace(b"\n", b"\r\n")
@@ -912,7 +912,7 @@ class BackendRun:
         the time, what it showed, then force-resync to go on."""
         port = self.port(mode)
         R = self.cfg.repeat
-        samples, shown, same = [], [], []
+        samples, shown, same, resynced = [], [], [], []
         ref = [u for _, _, u in mb.seqs]
         for r in range(R):
             files = self.dc.delete_index_files(user)
@@ -927,12 +927,15 @@ class BackendRun:
                               % (len(u), same[-1], len(ref)))
             self.dc.doveadm("force-resync", "-u", user, "INBOX")
             now = self.uidl_list(user, mode)
-            if len(now) != len(ref):
-                raise Failure("after force-resync %d messages, want %d" % (len(now), len(ref)))
+            resynced.append(len(now))
+            # mdbox brings back messages expunged but not yet purged: that
+            # is what it does, reported; lmbox must come back unchanged.
+            if self.name == "lmbox" and [x for _, x in now] != ref:
+                raise Failure("lmbox after force-resync: %d messages, want the same %d" % (len(now), len(ref)))
             ref = [x for _, x in now]
         self.res.add(self.name, n, mode, "cold_login_uidl", "ms", samples, shown=shown, uidl_unchanged=same,
-                     messages=len(mb.seqs))
-        return self.read_mailbox(user, [i for i, _, _ in mb.seqs])
+                     messages=len(mb.seqs), after_force_resync=resynced)
+        return self.read_mailbox(user, [i for i, _, _ in mb.seqs] if self.name == "lmbox" else None)
 
     def measure_dele_all(self, user, n, mode, mb):
         port = self.port(mode)
