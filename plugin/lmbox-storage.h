@@ -72,6 +72,11 @@ void lmbox_storage_set_error(struct mail_storage *storage, int err,
 bool lmbox_is_lmbox_mailbox(struct mailbox *box);
 /* Open the store if it isn't yet.  -1 = failed, critical error set. */
 int lmbox_storage_open_store(struct lmbox_storage *storage);
+
+/* lmbox-mailbox.c */
+struct mailbox *
+lmbox_mailbox_alloc(struct mail_storage *storage, struct mailbox_list *list,
+		    const char *vname, enum mailbox_flags flags);
 /* The mailbox's read snapshot, begun on first use.  NULL on error (set). */
 struct lmbox_reader *lmbox_mailbox_get_reader(struct lmbox_mailbox *mbox);
 void lmbox_mailbox_reader_end(struct lmbox_mailbox *mbox);
