@@ -469,7 +469,8 @@ class Dovecot:
           % self.ports["doveadm"])
         a("doveadm_password = %s" % DEFAULT_PASSWORD)
         if os.geteuid() != 0:
-            for svc in ("anvil", "imap-urlauth-login", "submission-login", "managesieve-login"):
+            for svc in ("anvil", "ipc", "old-stats", "aggregator", "director", "imap-urlauth-login",
+                        "submission-login"):
                 a("service %s {\n  chroot =\n}" % svc)
         if self.fast_login:
             # Dovecot's high-performance login mode (DESIGN "Performance model")
@@ -626,7 +627,19 @@ class Dovecot:
             finally:
                 print("--- last lines of %s:" % self.log_path)
                 print(self._tail(self.log_path, 40))
+        late = []
+        if et is None and self.tmp:
+            # After the master (and its log process) stopped, the log is
+            # complete: a Panic or Fatal anywhere in it fails the test, even
+            # one logged after the test's own log checks.
+            self._kill_master()
+            late = [l for l in self.log_text().splitlines() if re.search(r"(Panic|Fatal):", l)]
+            if late:
+                print("--- last lines of %s:" % self.log_path)
+                print(self._tail(self.log_path, 40))
         self.stop()
+        if late:
+            raise Failure("Panic/Fatal in Dovecot's log (seen after stop):\n  " + "\n  ".join(late[:10]))
         return False
 
     # ---- logs ------------------------------------------------------------
