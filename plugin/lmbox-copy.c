@@ -102,7 +102,7 @@ static int lmbox_copy_in_store(struct mail_save_context *ctx, struct mail *mail)
 			ctx->moving ? "moving message" : "copying message");
 		return -1;
 	}
-	lmbox_save_add_copied(ctx, mail, (unsigned int)ret);
+	lmbox_save_add_copied(ctx, mail, (unsigned int)ret, meta.pop3_order);
 	return 1;
 }
 

@@ -40,6 +40,7 @@ struct lmbox_save_context {
 
 	bool failed:1;
 	bool finished:1;
+	bool have_pop3_orders:1;
 };
 
 #define LMBOX_SAVECTX(s) (container_of(s, struct lmbox_save_context, ctx))
@@ -110,10 +111,13 @@ void lmbox_save_set_finished(struct mail_save_context *_ctx)
 }
 
 void lmbox_save_add_copied(struct mail_save_context *_ctx,
-			   struct mail *src_mail, unsigned int store_seq)
+			   struct mail *src_mail, unsigned int store_seq,
+			   uint32_t pop3_order)
 {
 	struct lmbox_save_context *ctx = LMBOX_SAVECTX(_ctx);
 
+	if (pop3_order != 0)
+		ctx->have_pop3_orders = TRUE;
 	ctx->finished = TRUE;
 	lmbox_save_add_to_index(_ctx, &ctx->seq);
 	array_push_back(&ctx->store_seqs, &store_seq);
@@ -189,6 +193,8 @@ int lmbox_save_begin(struct mail_save_context *_ctx, struct istream *input)
 		}
 	}
 	opts.pop3_order = mdata->pop3_order;
+	if (mdata->pop3_order != 0)
+		ctx->have_pop3_orders = TRUE;
 	opts.flags = mdata->flags & MAIL_FLAGS_NONRECENT;
 	opts.uid = mdata->uid;
 
@@ -402,6 +408,10 @@ int lmbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
 		goto failed;
 	}
 	lmbox_save_assign_uids(ctx, &result, hdr->next_uid);
+	if (ctx->have_pop3_orders) {
+		lmbox_sync_add_header_flags(ctx->sync_ctx,
+			LMBOX_INDEX_HEADER_FLAG_HAVE_POP3_ORDERS);
+	}
 	lmbox_commit_result_free(&result);
 	t->changes->uid_validity = hdr->uid_validity;
 

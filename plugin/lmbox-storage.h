@@ -23,7 +23,13 @@ struct lmbox_index_header {
 	uint64_t change_counter;
 	/* the store folder the index belongs to (0 = unknown) */
 	uint32_t folder_id;
-	uint32_t unused;
+	uint32_t flags; /* enum lmbox_index_header_flags */
+};
+
+enum lmbox_index_header_flags {
+	/* some message has a POP3 order; without it POP3's sort by order
+	   is UID order and is skipped */
+	LMBOX_INDEX_HEADER_FLAG_HAVE_POP3_ORDERS = 0x01,
 };
 
 struct lmbox_storage {
@@ -101,6 +107,14 @@ lmbox_mail_alloc(struct mailbox_transaction_context *t,
 		 enum mail_fetch_field wanted_fields,
 		 struct mailbox_header_lookup_ctx *wanted_headers);
 
+/* lmbox-search.c */
+struct mail_search_context *
+lmbox_search_init(struct mailbox_transaction_context *t,
+		  struct mail_search_args *args,
+		  const enum mail_sort_type *sort_program,
+		  enum mail_fetch_field wanted_fields,
+		  struct mailbox_header_lookup_ctx *wanted_headers);
+
 /* lmbox-sync.c */
 enum lmbox_sync_flags {
 	LMBOX_SYNC_FLAG_FORCE = 0x01,
@@ -119,6 +133,8 @@ struct lmbox_sync_context {
 	uint32_t store_next_uid;
 	/* store messages appended to the index by this sync */
 	unsigned int added;
+	/* the extension header as this sync will leave it */
+	struct lmbox_index_header hdr;
 };
 
 int lmbox_sync_begin(struct lmbox_mailbox *mbox, enum lmbox_sync_flags flags,
@@ -128,6 +144,8 @@ int lmbox_sync(struct lmbox_mailbox *mbox, enum lmbox_sync_flags flags);
 /* Record in the sync's transaction that the index mirrors info. */
 void lmbox_sync_record_counter(struct lmbox_sync_context *ctx,
 			       const struct lmbox_folder_info *info);
+void lmbox_sync_add_header_flags(struct lmbox_sync_context *ctx,
+				 uint32_t flags);
 /* Does the index need a sync against the store?  O(1). */
 int lmbox_sync_needed(struct lmbox_mailbox *mbox, bool *needed_r);
 struct mailbox_sync_context *
@@ -153,7 +171,8 @@ void lmbox_save_set_finished(struct mail_save_context *ctx);
    lmbox_txn_copy/move) becomes the next saved message: an index record
    with the save context's flags, keywords and src_mail's cache fields. */
 void lmbox_save_add_copied(struct mail_save_context *ctx,
-			   struct mail *src_mail, unsigned int store_seq);
+			   struct mail *src_mail, unsigned int store_seq,
+			   uint32_t pop3_order);
 
 /* lmbox-copy.c */
 int lmbox_copy(struct mail_save_context *ctx, struct mail *mail);

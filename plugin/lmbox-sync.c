@@ -255,34 +255,47 @@ lmbox_sync_apply_records(struct lmbox_sync_context *ctx, bool *committed_r)
 	return 0;
 }
 
-static void
-lmbox_sync_write_ext_header(struct lmbox_mailbox *mbox,
-			    struct mail_index_view *view,
-			    struct mail_index_transaction *trans,
-			    const struct lmbox_folder_info *info)
+/* Write the sync's pending extension header (ctx->hdr), if it changed. */
+static void lmbox_sync_write_ext_header(struct lmbox_sync_context *ctx)
 {
-	struct lmbox_index_header old, new_hdr;
+	struct lmbox_mailbox *mbox = ctx->mbox;
+	struct lmbox_index_header old;
 	const void *data;
 	size_t size;
 
-	mail_index_get_header_ext(view, mbox->hdr_ext_id, &data, &size);
-	(void)lmbox_read_index_header(mbox, view, &old);
-	i_zero(&new_hdr);
-	new_hdr.change_counter = info->change_counter;
-	new_hdr.folder_id = info->id;
-	if (size < sizeof(new_hdr))
-		mail_index_ext_resize_hdr(trans, mbox->hdr_ext_id, sizeof(new_hdr));
-	else if (memcmp(&old, &new_hdr, sizeof(old)) == 0)
+	mail_index_get_header_ext(ctx->sync_view, mbox->hdr_ext_id,
+				  &data, &size);
+	(void)lmbox_read_index_header(mbox, ctx->sync_view, &old);
+	if (size < sizeof(ctx->hdr)) {
+		mail_index_ext_resize_hdr(ctx->trans, mbox->hdr_ext_id,
+					  sizeof(ctx->hdr));
+	} else if (memcmp(&old, &ctx->hdr, sizeof(old)) == 0)
 		return;
-	mail_index_update_header_ext(trans, mbox->hdr_ext_id, 0,
-				     &new_hdr, sizeof(new_hdr));
+	mail_index_update_header_ext(ctx->trans, mbox->hdr_ext_id, 0,
+				     &ctx->hdr, sizeof(ctx->hdr));
+}
+
+static void lmbox_sync_set_folder(struct lmbox_sync_context *ctx,
+				  const struct lmbox_folder_info *info)
+{
+	ctx->hdr.change_counter = info->change_counter;
+	ctx->hdr.folder_id = info->id;
+	lmbox_sync_write_ext_header(ctx);
 }
 
 void lmbox_sync_record_counter(struct lmbox_sync_context *ctx,
 			       const struct lmbox_folder_info *info)
 {
-	lmbox_sync_write_ext_header(ctx->mbox, ctx->sync_view, ctx->trans,
-				    info);
+	lmbox_sync_set_folder(ctx, info);
+}
+
+void lmbox_sync_add_header_flags(struct lmbox_sync_context *ctx,
+				 uint32_t flags)
+{
+	if ((ctx->hdr.flags & flags) == flags)
+		return;
+	ctx->hdr.flags |= flags;
+	lmbox_sync_write_ext_header(ctx);
 }
 
 /* Step 2: store -> index.  *rebuild_r is set when the index can't
@@ -328,8 +341,7 @@ lmbox_sync_reconcile(struct lmbox_sync_context *ctx, bool committed,
 	    hdr.folder_id == info.id && ihdr->next_uid == info.next_uid &&
 	    info.change_counter == hdr.change_counter + (committed ? 1 : 0)) {
 		/* nothing changed in the store but what we just did */
-		lmbox_sync_write_ext_header(mbox, ctx->sync_view, ctx->trans,
-					    &info);
+		lmbox_sync_set_folder(ctx, &info);
 		return 0;
 	}
 
@@ -353,6 +365,8 @@ lmbox_sync_reconcile(struct lmbox_sync_context *ctx, bool committed,
 				break;
 			}
 			lmbox_sync_append(box, ctx->trans, &meta);
+			if (meta.pop3_order != 0)
+				ctx->hdr.flags |= LMBOX_INDEX_HEADER_FLAG_HAVE_POP3_ORDERS;
 			ctx->added++;
 			have = lmbox_msg_iter_next(iter, &meta);
 		} else if (have > 0 && meta.uid == iuid) {
@@ -399,7 +413,7 @@ lmbox_sync_reconcile(struct lmbox_sync_context *ctx, bool committed,
 		if (ret < 0)
 			goto failed;
 	}
-	lmbox_sync_write_ext_header(mbox, ctx->sync_view, ctx->trans, &info);
+	lmbox_sync_set_folder(ctx, &info);
 	return 0;
 
 failed:
@@ -423,6 +437,7 @@ static int lmbox_sync_rebuild(struct lmbox_mailbox *mbox)
 	int ret;
 
 	e_info(box->event, "lmbox: Rebuilding index from the store");
+	i_zero(&hdr);
 	lmbox_mailbox_reader_end(mbox);
 	if ((reader = lmbox_mailbox_get_reader(mbox)) == NULL)
 		return -1;
@@ -453,8 +468,11 @@ static int lmbox_sync_rebuild(struct lmbox_mailbox *mbox)
 
 	ret = lmbox_msg_iter_init(reader, mbox->folder_id, 1, &iter);
 	if (ret == 0) {
-		while ((ret = lmbox_msg_iter_next(iter, &meta)) > 0)
+		while ((ret = lmbox_msg_iter_next(iter, &meta)) > 0) {
 			lmbox_sync_append(box, trans, &meta);
+			if (meta.pop3_order != 0)
+				hdr.flags |= LMBOX_INDEX_HEADER_FLAG_HAVE_POP3_ORDERS;
+		}
 		lmbox_msg_iter_deinit(&iter);
 	}
 	if (ret < 0) {
@@ -469,7 +487,6 @@ static int lmbox_sync_rebuild(struct lmbox_mailbox *mbox)
 		offsetof(struct mail_index_header, next_uid),
 		&next_uid, sizeof(next_uid), FALSE);
 
-	i_zero(&hdr);
 	hdr.change_counter = info.change_counter;
 	hdr.folder_id = info.id;
 	mail_index_set_ext_init_data(box->index, mbox->hdr_ext_id,
@@ -533,6 +550,7 @@ int lmbox_sync_begin(struct lmbox_mailbox *mbox, enum lmbox_sync_flags flags,
 		}
 		ctx->added = 0;
 		array_clear(&ctx->expunged_uids);
+		(void)lmbox_read_index_header(mbox, ctx->sync_view, &ctx->hdr);
 		/* the index's own changes reach the store even when the
 		   index is about to be rebuilt */
 		ret = lmbox_sync_apply_records(ctx, &committed);
