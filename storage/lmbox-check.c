@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "lmbox-private.h"
@@ -507,6 +508,73 @@ static int lmbox_check_run(struct lmbox_check_ctx *ctx)
 	return 0;
 }
 
+/* Walk every page of every database of a private, read-only environment
+ * in a child process.  LMDB trusts its file: a damaged branch page can
+ * make it read outside the map or trip an assert.  Here that kills only
+ * the child, and check reports the file instead of crashing. */
+static int lmbox_check_mdb_walk_child(const char *path)
+{
+	static const char *const dbs[] = {
+		LMBOX_DB_META, LMBOX_DB_VALUES, LMBOX_DB_FOLDERS, LMBOX_DB_NAMES,
+		LMBOX_DB_MSGS, LMBOX_DB_UIDLS, LMBOX_DB_SEGS, LMBOX_DB_RECLAIM,
+	};
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_dbi dbi;
+	MDB_val k, v;
+	int rc;
+
+	if (mdb_env_create(&env) != 0)
+		return 2;
+	mdb_env_set_maxdbs(env, 16);
+	if (mdb_env_open(env, path, MDB_NOSUBDIR | MDB_RDONLY | MDB_NOTLS, 0) != 0 ||
+	    mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) != 0)
+		return 1;
+	for (size_t i = 0; i <= sizeof(dbs) / sizeof(dbs[0]); i++) {
+		/* i == count: the main DB, which names the others */
+		rc = mdb_dbi_open(txn, i < sizeof(dbs) / sizeof(dbs[0]) ? dbs[i] : NULL, 0, &dbi);
+		if (rc != 0 || mdb_cursor_open(txn, dbi, &cur) != 0)
+			return 1;
+		for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+		     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) ;
+		if (rc != MDB_NOTFOUND)
+			return 1;
+		mdb_cursor_close(cur);
+	}
+	return 0;
+}
+
+static int lmbox_check_mdb_structure(struct lmbox_check_ctx *ctx)
+{
+	struct lmbox_store *store = ctx->store;
+	pid_t pid;
+	int status;
+
+	fflush(NULL);
+	if ((pid = fork()) < 0)
+		return 0; /* cannot tell: the walk below will have to do */
+	if (pid == 0)
+		_exit(lmbox_check_mdb_walk_child(store->mdb_path));
+	while (waitpid(pid, &status, 0) < 0) {
+		if (errno != EINTR)
+			return 0; /* reaped by someone else's SIGCHLD handler */
+	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 2)
+		return 0;
+	if (WIFSIGNALED(status)) {
+		lmbox_problem(ctx, "%s: LMDB structure is damaged (walking it died of signal %d); "
+			      "restore the store from a backup", store->mdb_path, WTERMSIG(status));
+	} else {
+		lmbox_problem(ctx, "%s: LMDB structure is damaged (walking it failed); "
+			      "restore the store from a backup", store->mdb_path);
+	}
+	return lmbox_set_error(store, LMBOX_ERR_CORRUPT, "%s: LMDB structure is damaged",
+			       store->mdb_path);
+}
+
 static int lmbox_check_write_fn(struct lmbox_wctx *wctx, void *context)
 {
 	struct lmbox_check_ctx *ctx = context;
@@ -527,6 +595,12 @@ int lmbox_check(struct lmbox_store *store, unsigned int flags,
 	ctx.report = report;
 	ctx.context = context;
 	ctx.repair = (flags & LMBOX_CHECK_REPAIR) != 0;
+	if ((ret = lmbox_store_check_usable(store, false)) < 0)
+		return ret;
+	if (lmbox_check_mdb_structure(&ctx) < 0) {
+		/* walking it here could crash this process: stop */
+		return ctx.problems;
+	}
 	if (ctx.repair) {
 		ret = lmbox_write(store, lmbox_check_write_fn, &ctx);
 	} else if ((ret = lmbox_store_check_usable(store, false)) == 0 &&
