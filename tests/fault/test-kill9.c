@@ -2,7 +2,7 @@
  * test-kill9.c: kill -9 of a writer at random points.
  *
  * Each round forks a child that appends (1-3 messages per commit, some
- * large enough to spill) and expunges in a loop, reporting every commit
+ * large enough to spill), expunges and now and then compacts in a loop, reporting every commit
  * that returned through a pipe.  The parent kills it with SIGKILL after a
  * random number of reports plus a random few microseconds, drains what was
  * reported before the kill, and a fresh process then checks the store:
@@ -17,7 +17,7 @@
 
 #include "fault-util.h"
 
-#define ROUNDS 60
+#define ROUNDS 80
 #define MAX_MSGS 20000
 
 enum state { ABSENT = 0, ALIVE, MAYBE_DEAD, DEAD };
@@ -28,7 +28,8 @@ struct entry {
 };
 
 struct rec {
-	char type;              /* 'A' appended, 'd' about to expunge, 'D' expunged */
+	char type;              /* 'A' appended, 'd' about to expunge, 'D' expunged,
+	                           'C' compacted */
 	char pad[3];
 	uint32_t key, uid;
 };
@@ -79,7 +80,7 @@ static void send_rec(int fd, char type, uint32_t key, uint32_t uid)
 
 static void writer_main(int fd, uint64_t seed)
 {
-	struct lmbox_store *store = fault_open(dir, round_no % 2 == 0 ?
+	struct lmbox_store *store = fault_open(dir, round_no % 4 == 0 ?
 					       LMBOX_FSYNC_ALWAYS : LMBOX_FSYNC_NEVER, 6);
 	uint32_t folder = fault_folder(store, "INBOX");
 	struct fault_rng rng = { seed };
@@ -98,6 +99,14 @@ static void writer_main(int fd, uint64_t seed)
 	/* The key space was handed over by the parent: next_key onwards. */
 	key = next_key;
 	for (iter = 0; iter < 5000 && key + 3 < MAX_MSGS; iter++) {
+		if (fault_rng_below(&rng, 40) == 0) {
+			/* moves live bodies: a kill may land mid-move */
+			uint64_t freed;
+
+			CHECK_LM(store, lmbox_compact(store, &freed), "compact");
+			send_rec(fd, 'C', 0, 0);
+			continue;
+		}
 		CHECK_LM(store, lmbox_txn_begin(store, &txn), "txn begin");
 		if (fault_rng_below(&rng, 10) < 7) {
 			n = 1 + (unsigned int)fault_rng_below(&rng, 3);
@@ -204,7 +213,7 @@ int main(void)
 {
 	uint64_t seed = fault_seed("test-kill9");
 	struct fault_rng rng = { seed };
-	unsigned int wait_for, got, kills = 0, appended = 0, deleted = 0;
+	unsigned int wait_for, got, kills = 0, appended = 0, deleted = 0, compactions = 0;
 	int fds[2], status, bodies;
 	double t0 = fault_now(), spin_until;
 	uint64_t spin_us;
@@ -236,9 +245,11 @@ int main(void)
 				appended++;
 			} else if (r.type == 'd') {
 				model[r.key].state = MAYBE_DEAD;
-			} else {
+			} else if (r.type == 'D') {
 				model[r.key].state = DEAD;
 				deleted++;
+			} else {
+				compactions++;
 			}
 		}
 		/* a few more microseconds of progress: lands anywhere in a commit */
@@ -256,9 +267,11 @@ int main(void)
 				appended++;
 			} else if (r.type == 'd') {
 				model[r.key].state = MAYBE_DEAD;
-			} else {
+			} else if (r.type == 'D') {
 				model[r.key].state = DEAD;
 				deleted++;
+			} else {
+				compactions++;
 			}
 			if (r.key >= next_key)
 				next_key = r.key + 1;
@@ -274,9 +287,9 @@ int main(void)
 	}
 	bodies = 1;
 	fault_run_child("final verify", verify_main, &bodies);
-	printf("kill -9: %u rounds, %u kills, %u appends and %u expunges reported, "
-	       "all intact (%.1f s)\n", round_no, kills, appended, deleted,
-	       fault_now() - t0);
+	printf("kill -9: %u rounds, %u kills, %u appends, %u expunges and %u compactions "
+	       "reported, all intact (%.1f s)\n", round_no, kills, appended, deleted,
+	       compactions, fault_now() - t0);
 	fault_rmtree(dir);
 	free(dir);
 	return 0;
