@@ -399,6 +399,15 @@ int lmbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
 			goto failed;
 		}
 	}
+	if (!array_is_created(&ctx->trans->appends) ||
+	    array_count(&ctx->trans->appends) != array_count(&ctx->store_seqs)) {
+		mailbox_set_critical(box, "lmbox: %u index appends but %u "
+				     "store messages in a transaction",
+				     array_is_created(&ctx->trans->appends) ?
+				     array_count(&ctx->trans->appends) : 0,
+				     array_count(&ctx->store_seqs));
+		goto failed;
+	}
 	counter_before = ctx->sync_ctx->change_counter;
 	hdr = mail_index_get_header(ctx->sync_ctx->sync_view);
 
