@@ -26,8 +26,19 @@ struct cli_command {
 	int (*run)(const struct cli_command *cmd, int argc, char **argv);
 };
 
+extern const struct cli_command cli_cmd_stat;     /* lmbox-cli-inspect.c */
+extern const struct cli_command cli_cmd_ls;
+extern const struct cli_command cli_cmd_cat;
+extern const struct cli_command cli_cmd_uidl;
+extern const struct cli_command cli_cmd_check;    /* lmbox-cli-check.c */
+extern const struct cli_command cli_cmd_compact;
 extern const struct cli_command cli_cmd_import_maildir;
 extern const struct cli_command cli_cmd_bench;
+
+/* Help text shared by every command's --help. */
+#define CLI_EXIT_HELP \
+	"Exit status: 0 ok, 1 problem found or operation failed, 2 usage error,\n" \
+	"3 store cannot be opened, 4 folder/message/UIDL not found.\n"
 
 /* "lmbox CMD: <msg> (see lmbox CMD --help)" on stderr; returns CLI_EXIT_USAGE. */
 int cli_usage(const struct cli_command *cmd, const char *fmt, ...)
@@ -47,6 +58,22 @@ int cli_exit_for(int err);
 int cli_store_open(const struct cli_command *cmd, const char *dir,
 		   const struct lmbox_store_opts *opts, unsigned int flags,
 		   struct lmbox_store **store_r);
+
+/* 1 if arg is exactly name. */
+int cli_opt_is(const char *arg, const char *name);
+/* Parse argv (argv[0] = the command name): flags (NULL-terminated list of
+ * option names, may be NULL) set flag_set[i]; up to max_pos positional
+ * arguments go to pos; "--" ends options.  Returns an exit code (usage
+ * error already reported) or 0. */
+int cli_args(const struct cli_command *cmd, int argc, char **argv,
+	     const char *const *flags, int *flag_set,
+	     char **pos, int max_pos, int *npos_r);
+/* Folder by name into info_r; reports and returns CLI_EXIT_NOTFOUND or
+ * another exit code on failure, 0 on success. */
+int cli_folder_lookup(const struct cli_command *cmd, struct lmbox_store *store,
+		      const char *name, struct lmbox_folder_info *info_r);
+/* A UID argument (1-4294967295); usage error otherwise. */
+int cli_parse_uid(const struct cli_command *cmd, const char *str, uint32_t *uid_r);
 
 /* Strict unsigned decimal parse: 0 ok, -1 not a number or > max. */
 int cli_parse_u64(const char *str, uint64_t max, uint64_t *value_r);
