@@ -258,7 +258,8 @@ static void lmbox_storage_destroy(struct mail_storage *_storage)
 		i_info("lmbox: user=%s bodies_opened=%"PRIu64,
 		       _storage->user->username, opens);
 	} else {
-		e_debug(_storage->event, "lmbox: bodies_opened=%"PRIu64, opens);
+		e_debug(_storage->event, "lmbox: user=%s bodies_opened=%"PRIu64,
+			_storage->user->username, opens);
 	}
 	lmbox_store_close(&storage->store);
 	index_storage_destroy(_storage);
