@@ -18,6 +18,18 @@
 
 extern struct mailbox lmbox_mailbox;
 
+struct lmbox_store *lmbox_mailbox_get_store(struct mailbox *box,
+					    uint32_t *folder_id_r)
+{
+	struct lmbox_mailbox *mbox;
+
+	if (!lmbox_is_lmbox_mailbox(box) || !box->opened)
+		return NULL;
+	mbox = LMBOX_MAILBOX(box);
+	*folder_id_r = mbox->folder_id;
+	return mbox->storage->store;
+}
+
 struct lmbox_reader *lmbox_mailbox_get_reader(struct lmbox_mailbox *mbox)
 {
 	int ret;

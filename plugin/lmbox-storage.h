@@ -80,6 +80,11 @@ bool lmbox_is_lmbox_mailbox(struct mailbox *box);
 int lmbox_storage_open_store(struct lmbox_storage *storage);
 
 /* lmbox-mailbox.c */
+/* For other plugins (the pop3 session module, which loads after "lmbox"):
+   the store and folder of an opened lmbox mailbox, NULL for any other
+   mailbox.  The store stays the plugin's: don't close it. */
+struct lmbox_store *lmbox_mailbox_get_store(struct mailbox *box,
+					    uint32_t *folder_id_r);
 struct mailbox *
 lmbox_mailbox_alloc(struct mail_storage *storage, struct mailbox_list *list,
 		    const char *vname, enum mailbox_flags flags);
