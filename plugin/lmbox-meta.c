@@ -28,6 +28,7 @@ void lmbox_meta_cache_clear(struct lmbox_mailbox *mbox)
 		array_free(&mbox->meta_cache);
 	pool_unref(&mbox->meta_pool);
 	mbox->meta_lookups = 0;
+	mbox->meta_hint = 0;
 }
 
 static int lmbox_meta_cache_build(struct lmbox_mailbox *mbox)
@@ -65,7 +66,8 @@ failed:
 int lmbox_meta_lookup(struct lmbox_mailbox *mbox, uint32_t uid,
 		      struct lmbox_msg_meta *meta_r)
 {
-	const struct lmbox_msg_meta *meta;
+	const struct lmbox_msg_meta *meta, *metas;
+	unsigned int i, count;
 
 	if (!array_is_created(&mbox->meta_cache) &&
 	    ++mbox->meta_lookups > LMBOX_META_DENSE_AFTER) {
@@ -73,9 +75,21 @@ int lmbox_meta_lookup(struct lmbox_mailbox *mbox, uint32_t uid,
 			return -1;
 	}
 	if (array_is_created(&mbox->meta_cache)) {
-		meta = array_bsearch(&mbox->meta_cache, &uid,
-				     lmbox_meta_uid_cmp);
+		metas = array_get(&mbox->meta_cache, &count);
+		/* walks go in UID order: try right after the last hit */
+		i = mbox->meta_hint;
+		if (i < count && metas[i].uid == uid)
+			meta = &metas[i];
+		else if (i + 1 < count && metas[i + 1].uid == uid)
+			meta = &metas[++i];
+		else {
+			meta = array_bsearch(&mbox->meta_cache, &uid,
+					     lmbox_meta_uid_cmp);
+			if (meta != NULL)
+				i = meta - metas;
+		}
 		if (meta != NULL) {
+			mbox->meta_hint = i;
 			*meta_r = *meta;
 			return 1;
 		}

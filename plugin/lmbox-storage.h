@@ -60,7 +60,7 @@ struct lmbox_mailbox {
 	/* dense metadata of the snapshot, see lmbox-meta.c */
 	ARRAY(struct lmbox_msg_meta) meta_cache;
 	pool_t meta_pool;
-	unsigned int meta_lookups;
+	unsigned int meta_lookups, meta_hint;
 };
 
 #define LMBOX_STORAGE(s) (container_of(s, struct lmbox_storage, storage))
