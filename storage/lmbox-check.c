@@ -51,6 +51,8 @@ struct lmbox_check_ctx {
 	struct lmbox_check_seg *segs;
 	unsigned int seg_count, seg_alloc;
 	uint32_t next_folder_id, next_seg_id, cur_seg;
+	uint64_t blobs_expected;   /* messages with a blob in a known segment */
+	bool blobs_bad;
 };
 
 static void lmbox_problem(struct lmbox_check_ctx *ctx, const char *fmt, ...)
@@ -228,6 +230,74 @@ static int lmbox_check_uidl_entry(struct lmbox_check_ctx *ctx, const struct lmbo
 	return 0;
 }
 
+/* The live-blob index entry of a message: present, same owner and size. */
+static void lmbox_check_blob_index(struct lmbox_check_ctx *ctx, const struct lmbox_msg_meta *meta)
+{
+	struct lmbox_blob_rec rec;
+	unsigned char key[12];
+	MDB_val k = { 12, key }, v;
+
+	lmbox_reclaim_key_encode(key, meta->seg_id, meta->seg_offset);
+	if (mdb_get(ctx->txn, ctx->store->env->dbi_blobs, &k, &v) == 0 &&
+	    lmbox_blob_rec_decode(v.mv_data, v.mv_size, &rec) == 0 &&
+	    rec.folder_id == meta->folder_id && rec.uid == meta->uid &&
+	    rec.len == LMBOX_BLOB_HDR_SIZE + meta->stored_size)
+		return;
+	lmbox_problem(ctx, "folder %u uid %u: live-blob index entry of %08X:%llu is missing "
+		      "or wrong%s", meta->folder_id, meta->uid, meta->seg_id,
+		      (unsigned long long)meta->seg_offset, ctx->repair ? " (index rebuilt)" : "");
+	ctx->blobs_bad = true;
+}
+
+int lmbox_blobs_rebuild(struct lmbox_store *store, MDB_txn *txn)
+{
+	struct lmbox_msg_meta meta;
+	struct lmbox_blob_rec rec;
+	unsigned char key[12], val[LMBOX_BLOB_REC_SIZE];
+	MDB_cursor *cur;
+	MDB_val k, v, bk = { 12, key }, bv = { LMBOX_BLOB_REC_SIZE, val };
+	int rc;
+
+	if ((rc = mdb_drop(txn, store->env->dbi_blobs, 0)) != 0 ||
+	    (rc = mdb_cursor_open(txn, store->env->dbi_msgs, &cur)) != 0)
+		return lmbox_set_mdb_error(store, rc, "%s: rebuilding blob index", store->dir);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (lmbox_msg_key_decode(k.mv_data, k.mv_size, &rec.folder_id, &rec.uid) < 0 ||
+		    lmbox_msg_decode(v.mv_data, v.mv_size, &meta) < 0)
+			continue;
+		rec.len = LMBOX_BLOB_HDR_SIZE + meta.stored_size;
+		lmbox_reclaim_key_encode(key, meta.seg_id, meta.seg_offset);
+		lmbox_blob_rec_encode(&rec, val);
+		if ((rc = mdb_put(txn, store->env->dbi_blobs, &bk, &bv, 0)) != 0)
+			break;
+	}
+	mdb_cursor_close(cur);
+	if (rc != MDB_NOTFOUND)
+		return lmbox_set_mdb_error(store, rc, "%s: rebuilding blob index", store->dir);
+	return 0;
+}
+
+/* Index entries without a message. */
+static int lmbox_check_blobs(struct lmbox_check_ctx *ctx)
+{
+	MDB_stat st;
+	int rc;
+
+	if ((rc = mdb_stat(ctx->txn, ctx->store->env->dbi_blobs, &st)) != 0)
+		return lmbox_check_mdb(ctx, rc, "blob index stat");
+	if (st.ms_entries != ctx->blobs_expected) {
+		lmbox_problem(ctx, "%s: live-blob index has %llu entries for %llu blobs%s",
+			      ctx->store->mdb_path, (unsigned long long)st.ms_entries,
+			      (unsigned long long)ctx->blobs_expected,
+			      ctx->repair ? " (index rebuilt)" : "");
+		ctx->blobs_bad = true;
+	}
+	if (ctx->blobs_bad && ctx->repair)
+		return lmbox_blobs_rebuild(ctx->store, ctx->txn);
+	return 0;
+}
+
 static void lmbox_check_blob(struct lmbox_check_ctx *ctx, const struct lmbox_msg_meta *meta,
 			     struct lmbox_check_seg *seg)
 {
@@ -242,6 +312,8 @@ static void lmbox_check_blob(struct lmbox_check_ctx *ctx, const struct lmbox_msg
 	}
 	seg->live_count++;
 	seg->live_bytes += LMBOX_BLOB_HDR_SIZE + meta->stored_size;
+	ctx->blobs_expected++;
+	lmbox_check_blob_index(ctx, meta);
 	if (meta->seg_offset + LMBOX_BLOB_HDR_SIZE + meta->stored_size > seg->rec.tail) {
 		lmbox_problem(ctx, "folder %u uid %u: blob at %08X:%llu+%llu is beyond the "
 			      "segment's committed tail %llu", meta->folder_id, meta->uid,
@@ -497,10 +569,13 @@ static int lmbox_check_run(struct lmbox_check_ctx *ctx)
 	ctx->problems = 0;
 	ctx->folder_count = 0;
 	ctx->seg_count = 0;
+	ctx->blobs_expected = 0;
+	ctx->blobs_bad = false;
 	if ((ret = lmbox_check_folders(ctx)) < 0 ||
 	    (ret = lmbox_check_segs_load(ctx)) < 0 ||
 	    (ret = lmbox_check_msgs(ctx)) < 0 ||
 	    (ret = lmbox_check_uidls(ctx)) < 0 ||
+	    (ret = lmbox_check_blobs(ctx)) < 0 ||
 	    (ret = lmbox_check_counters(ctx)) < 0 ||
 	    (ret = lmbox_check_segments(ctx)) < 0 ||
 	    (ret = lmbox_check_reclaim(ctx)) < 0)

@@ -54,17 +54,20 @@ static const char *const known_values[] = {
 	NULL
 };
 
+/* Values named like times are shown as dates too. */
+static int value_is_time(const char *name)
+{
+	return strstr(name, "last_") != NULL || strstr(name, "time") != NULL ||
+		strstr(name, "date") != NULL;
+}
+
 static void print_value(struct lmbox_store *store, const char *name, int always)
 {
 	char tbuf[32];
 	uint64_t v;
-	int ret = lmbox_store_get_u64(store, name, &v);
 
-	if (ret == 0) {
-		if (strstr(name, "login") != NULL && strstr(name, "count") == NULL)
-			printf("%-18s %" PRIu64 " (%s)\n", name, v,
-			       cli_fmt_time((int64_t)v, tbuf));
-		else if (strstr(name, "last_") != NULL || strstr(name, "time") != NULL)
+	if (lmbox_store_get_u64(store, name, &v) == 0) {
+		if (value_is_time(name))
 			printf("%-18s %" PRIu64 " (%s)\n", name, v,
 			       cli_fmt_time((int64_t)v, tbuf));
 		else

@@ -77,6 +77,7 @@ static int lmbox_compact_seg_fn(struct lmbox_wctx *ctx, void *context)
 		hdr.checksum = meta.checksum;
 		if ((ret = lmbox_wseg_append(ctx, &hdr, NULL, fd,
 					     old_offset + LMBOX_BLOB_HDR_SIZE,
+					     refs[i].folder_id, refs[i].uid,
 					     &meta.seg_id, &meta.seg_offset)) < 0)
 			break;
 		if (meta.seg_id == old_seg) {

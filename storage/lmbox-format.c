@@ -297,6 +297,30 @@ int lmbox_reclaim_rec_decode(const void *buf, size_t len, struct lmbox_reclaim_r
 	return 0;
 }
 
+void lmbox_blob_rec_encode(const struct lmbox_blob_rec *rec, unsigned char buf[LMBOX_BLOB_REC_SIZE])
+{
+	memset(buf, 0, LMBOX_BLOB_REC_SIZE);
+	buf[0] = LMBOX_BLOB_REC_VERSION;
+	lmbox_put_le32(buf + 4, rec->folder_id);
+	lmbox_put_le32(buf + 8, rec->uid);
+	lmbox_put_le64(buf + 16, rec->len);
+}
+
+int lmbox_blob_rec_decode(const void *buf, size_t len, struct lmbox_blob_rec *rec_r)
+{
+	const unsigned char *p = buf;
+
+	if (len != LMBOX_BLOB_REC_SIZE || p[0] != LMBOX_BLOB_REC_VERSION)
+		return LMBOX_ERR_CORRUPT;
+	rec_r->folder_id = lmbox_get_le32(p + 4);
+	rec_r->uid = lmbox_get_le32(p + 8);
+	rec_r->len = lmbox_get_le64(p + 16);
+	if (rec_r->folder_id == 0 || rec_r->uid == 0 || rec_r->len < LMBOX_BLOB_HDR_SIZE ||
+	    rec_r->len > LMBOX_BLOB_HDR_SIZE + 2 * LMBOX_MAX_MESSAGE_SIZE)
+		return LMBOX_ERR_CORRUPT;
+	return 0;
+}
+
 /* ------------------------------------------------------- file headers */
 
 void lmbox_blob_hdr_encode(const struct lmbox_blob_hdr *hdr, unsigned char buf[LMBOX_BLOB_HDR_SIZE])

@@ -20,6 +20,7 @@
 #define LMBOX_DB_UIDLS    "uidls"    /* (folder_id, uidl) -> uid (dupsort) */
 #define LMBOX_DB_SEGS     "segs"     /* seg_id -> segment record */
 #define LMBOX_DB_RECLAIM  "reclaim"  /* (seg_id, offset) -> reclaim record */
+#define LMBOX_DB_BLOBS    "blobs"    /* (seg_id, offset) -> blob record: live blobs */
 
 /* Keys of LMBOX_DB_META. */
 #define LMBOX_META_FORMAT         "format"          /* u32 format version */
@@ -43,6 +44,8 @@
 #define LMBOX_SEG_REC_SIZE 24
 #define LMBOX_RECLAIM_REC_VERSION 1
 #define LMBOX_RECLAIM_REC_SIZE 16
+#define LMBOX_BLOB_REC_VERSION 1
+#define LMBOX_BLOB_REC_SIZE 24
 
 #define LMBOX_SEG_MAGIC "LMBOXSEG"
 #define LMBOX_SEG_VERSION 1
@@ -68,6 +71,12 @@ struct lmbox_seg_rec {
 
 struct lmbox_reclaim_rec {
 	uint8_t kind;          /* enum lmbox_reclaim_kind */
+	uint64_t len;
+};
+
+/* A live blob: who owns it and how long it is (header + stored bytes). */
+struct lmbox_blob_rec {
+	uint32_t folder_id, uid;
 	uint64_t len;
 };
 
@@ -110,6 +119,7 @@ static inline uint64_t lmbox_get_be64(const unsigned char *p)
 void lmbox_msg_key_encode(unsigned char key[8], uint32_t folder_id, uint32_t uid);
 int lmbox_msg_key_decode(const void *buf, size_t len, uint32_t *folder_id_r, uint32_t *uid_r);
 int lmbox_u32_key_decode(const void *buf, size_t len, uint32_t *id_r);
+/* (seg_id, offset) keys of "reclaim" and "blobs". */
 void lmbox_reclaim_key_encode(unsigned char key[12], uint32_t seg_id, uint64_t offset);
 int lmbox_reclaim_key_decode(const void *buf, size_t len, uint32_t *seg_id_r, uint64_t *offset_r);
 /* (folder_id, uidl) key; returns its length.  key must hold 4+70 bytes. */
@@ -139,6 +149,9 @@ void lmbox_seg_rec_encode(const struct lmbox_seg_rec *rec, unsigned char buf[LMB
 int lmbox_seg_rec_decode(const void *buf, size_t len, struct lmbox_seg_rec *rec_r);
 void lmbox_reclaim_rec_encode(const struct lmbox_reclaim_rec *rec, unsigned char buf[LMBOX_RECLAIM_REC_SIZE]);
 int lmbox_reclaim_rec_decode(const void *buf, size_t len, struct lmbox_reclaim_rec *rec_r);
+
+void lmbox_blob_rec_encode(const struct lmbox_blob_rec *rec, unsigned char buf[LMBOX_BLOB_REC_SIZE]);
+int lmbox_blob_rec_decode(const void *buf, size_t len, struct lmbox_blob_rec *rec_r);
 
 void lmbox_blob_hdr_encode(const struct lmbox_blob_hdr *hdr, unsigned char buf[LMBOX_BLOB_HDR_SIZE]);
 int lmbox_blob_hdr_decode(const void *buf, size_t len, struct lmbox_blob_hdr *hdr_r);

@@ -33,7 +33,7 @@ struct lmbox_env {
 	pid_t pid;
 	MDB_env *env;
 	MDB_dbi dbi_meta, dbi_values, dbi_folders, dbi_names;
-	MDB_dbi dbi_msgs, dbi_uidls, dbi_segs, dbi_reclaim;
+	MDB_dbi dbi_msgs, dbi_uidls, dbi_segs, dbi_reclaim, dbi_blobs;
 	unsigned int refcount;
 	/* Internal walks (lmbox_check) that hold cursors or pointers into
 	 * the map across calls: the map is not resized while any is on. */
@@ -41,6 +41,11 @@ struct lmbox_env {
 	/* Bumped whenever this process remaps: cursors kept across calls
 	 * (message iterators) re-seek when it changed. */
 	unsigned int map_gen;
+	/* reclaim records whose work was done at open: deleted by the next
+	 * write transaction of this process (open never takes the write
+	 * lock) */
+	struct lmbox_reclaim_item *reclaim_done;
+	unsigned int reclaim_done_count, reclaim_done_alloc;
 	bool rdonly;
 	uint64_t map_size;
 };
@@ -174,6 +179,10 @@ int lmbox_meta_put_u32(struct lmbox_store *store, MDB_txn *txn, const char *key,
 void lmbox_random_bytes(void *buf, size_t size);
 int64_t lmbox_now(void);
 
+/* lmbox-check.c */
+/* Rebuild the "blobs" index from the message records. */
+int lmbox_blobs_rebuild(struct lmbox_store *store, MDB_txn *txn);
+
 /* lmbox-folder.c */
 int lmbox_folder_load(struct lmbox_store *store, MDB_txn *txn, uint32_t folder_id,
 		      struct lmbox_folder_info *info_r);
@@ -199,10 +208,17 @@ int lmbox_msg_add(struct lmbox_wctx *ctx, struct lmbox_folder_info *folder,
 /* lmbox-segment.c */
 void lmbox_seg_path(const struct lmbox_store *store, uint32_t seg_id, char *buf, size_t size);
 /* Append a blob (header + stored bytes from mem, or from src_fd at
- * src_offset) to the current segment; returns where it went. */
+ * src_offset) owned by (folder_id, uid) to the current segment; returns
+ * where it went. */
 int lmbox_wseg_append(struct lmbox_wctx *ctx, const struct lmbox_blob_hdr *hdr,
 		      const void *mem, int src_fd, uint64_t src_offset,
+		      uint32_t folder_id, uint32_t uid,
 		      uint32_t *seg_id_r, uint64_t *offset_r);
+/* The blob changed owner (a move). */
+int lmbox_wseg_blob_owner(struct lmbox_wctx *ctx, uint32_t seg_id, uint64_t offset,
+			  uint64_t stored_size, uint32_t folder_id, uint32_t uid);
+/* Delete the reclaim records of env->reclaim_done inside ctx's txn. */
+int lmbox_reclaim_forget_done(struct lmbox_wctx *ctx);
 /* The blob at (seg_id, offset) of stored_size bytes is dead. */
 int lmbox_wseg_blob_dead(struct lmbox_wctx *ctx, uint32_t seg_id, uint64_t offset,
 			 uint64_t stored_size);

@@ -259,8 +259,33 @@ static int lmbox_wseg_rotate(struct lmbox_wctx *ctx, struct lmbox_wseg *old)
 	return lmbox_wseg_create(ctx);
 }
 
+static int lmbox_blob_put(struct lmbox_wctx *ctx, uint32_t seg_id, uint64_t offset,
+			  uint64_t len, uint32_t folder_id, uint32_t uid)
+{
+	struct lmbox_blob_rec rec = { folder_id, uid, len };
+	unsigned char key[12], val[LMBOX_BLOB_REC_SIZE];
+	MDB_val k = { 12, key }, v = { LMBOX_BLOB_REC_SIZE, val };
+	int rc;
+
+	lmbox_reclaim_key_encode(key, seg_id, offset);
+	lmbox_blob_rec_encode(&rec, val);
+	if ((rc = mdb_put(ctx->txn, ctx->store->env->dbi_blobs, &k, &v, 0)) != 0) {
+		return lmbox_set_mdb_error(ctx->store, rc, "%s: indexing blob %08X:%llu",
+					   ctx->store->dir, seg_id, (unsigned long long)offset);
+	}
+	return 0;
+}
+
+int lmbox_wseg_blob_owner(struct lmbox_wctx *ctx, uint32_t seg_id, uint64_t offset,
+			  uint64_t stored_size, uint32_t folder_id, uint32_t uid)
+{
+	return lmbox_blob_put(ctx, seg_id, offset, LMBOX_BLOB_HDR_SIZE + stored_size,
+			      folder_id, uid);
+}
+
 int lmbox_wseg_append(struct lmbox_wctx *ctx, const struct lmbox_blob_hdr *hdr,
 		      const void *mem, int src_fd, uint64_t src_offset,
+		      uint32_t folder_id, uint32_t uid,
 		      uint32_t *seg_id_r, uint64_t *offset_r)
 {
 	struct lmbox_store *store = ctx->store;
@@ -309,6 +334,8 @@ int lmbox_wseg_append(struct lmbox_wctx *ctx, const struct lmbox_blob_hdr *hdr,
 	}
 	if (ret < 0)
 		return ret;
+	if ((ret = lmbox_blob_put(ctx, seg->seg_id, pos, len, folder_id, uid)) < 0)
+		return ret;
 	seg->rec.tail += len;
 	seg->rec.live_count++;
 	seg->rec.live_bytes += len;
@@ -349,8 +376,16 @@ int lmbox_wseg_blob_dead(struct lmbox_wctx *ctx, uint32_t seg_id, uint64_t offse
 {
 	struct lmbox_wseg *seg;
 	uint64_t len = LMBOX_BLOB_HDR_SIZE + stored_size;
-	int ret;
+	unsigned char key[12];
+	MDB_val k = { 12, key };
+	int rc, ret;
 
+	lmbox_reclaim_key_encode(key, seg_id, offset);
+	rc = mdb_del(ctx->txn, ctx->store->env->dbi_blobs, &k, NULL);
+	if (rc != 0 && rc != MDB_NOTFOUND) {
+		return lmbox_set_mdb_error(ctx->store, rc, "%s: unindexing blob %08X:%llu",
+					   ctx->store->dir, seg_id, (unsigned long long)offset);
+	}
 	ret = lmbox_wseg_get(ctx, seg_id, &seg);
 	if (ret == LMBOX_ERR_NOTFOUND) {
 		/* the message pointed to a segment we don't know: nothing to
@@ -440,6 +475,13 @@ void lmbox_wctx_free(struct lmbox_wctx *ctx)
 
 /* ---------------------------------------------------------------- reclaim */
 
+#define LMBOX_PUNCH_ALIGN 4096
+
+struct lmbox_punch {
+	uint32_t seg_id;
+	uint64_t start, end;
+};
+
 static int lmbox_reclaim_item_cmp(const void *a, const void *b)
 {
 	const struct lmbox_reclaim_item *ia = a, *ib = b;
@@ -451,21 +493,170 @@ static int lmbox_reclaim_item_cmp(const void *a, const void *b)
 	return 0;
 }
 
+static int lmbox_punch_cmp(const void *a, const void *b)
+{
+	const struct lmbox_punch *pa = a, *pb = b;
+
+	if (pa->seg_id != pb->seg_id)
+		return pa->seg_id < pb->seg_id ? -1 : 1;
+	if (pa->start != pb->start)
+		return pa->start < pb->start ? -1 : 1;
+	return 0;
+}
+
+/* Widen a dead range to the live blobs around it (or the segment header,
+ * or the committed tail of the snapshot), so that a block shared only by
+ * dead blobs is freed when the last of them dies.  Safe outside the write
+ * lock: below the tail nothing ever becomes live again. */
+static void lmbox_reclaim_widen(struct lmbox_store *store, MDB_txn *txn, MDB_cursor *cur,
+				const struct lmbox_reclaim_item *item, struct lmbox_punch *punch)
+{
+	struct lmbox_seg_rec rec;
+	struct lmbox_blob_rec brec;
+	unsigned char key[12];
+	MDB_val k = { 12, key }, v;
+	uint32_t seg_id;
+	uint64_t offset, start = item->offset, end = item->offset + item->len;
+	int rc;
+
+	punch->seg_id = item->seg_id;
+	punch->start = start;
+	punch->end = end;
+	lmbox_put_be32(key, item->seg_id);
+	k.mv_size = 4;
+	if (mdb_get(txn, store->env->dbi_segs, &k, &v) != 0 ||
+	    lmbox_seg_rec_decode(v.mv_data, v.mv_size, &rec) < 0 || rec.tail < end)
+		return;
+	start = LMBOX_SEG_HDR_SIZE;
+	end = rec.tail;
+	lmbox_reclaim_key_encode(key, item->seg_id, item->offset);
+	k.mv_data = key;
+	k.mv_size = 12;
+	rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	if (rc == 0 && lmbox_reclaim_key_decode(k.mv_data, k.mv_size, &seg_id, &offset) == 0 &&
+	    seg_id == item->seg_id && offset < end)
+		end = offset;
+	rc = mdb_cursor_get(cur, &k, &v, rc == 0 ? MDB_PREV : MDB_LAST);
+	if (rc == 0 && lmbox_reclaim_key_decode(k.mv_data, k.mv_size, &seg_id, &offset) == 0 &&
+	    seg_id == item->seg_id && lmbox_blob_rec_decode(v.mv_data, v.mv_size, &brec) == 0)
+		start = offset + brec.len;
+	/* an index that disagrees with the dead range: trust only the range */
+	if (start > item->offset || end < item->offset + item->len)
+		return;
+	punch->start = start;
+	punch->end = end;
+}
+
+/* Punch/unlink what items describe.  Returns how many items are done;
+ * they are moved to the front of items. */
+static unsigned int lmbox_reclaim_do(struct lmbox_store *store,
+				     struct lmbox_reclaim_item *items, unsigned int count)
+{
+	struct lmbox_punch *punches;
+	unsigned int i, ok = 0, npunch = 0;
+	bool failed_any = false;
+	uint32_t fd_seg = 0;
+	char path[4096];
+	MDB_txn *txn = NULL;
+	MDB_cursor *cur = NULL;
+	int fd = -1;
+
+	qsort(items, count, sizeof(*items), lmbox_reclaim_item_cmp);
+	if ((punches = malloc(sizeof(*punches) * count)) == NULL)
+		return 0;
+	if (lmbox_rtxn_begin(store, &txn) == 0 &&
+	    mdb_cursor_open(txn, store->env->dbi_blobs, &cur) != 0)
+		cur = NULL;
+
+	/* unlinks first; punches of unlinked segments are moot */
+	for (i = 0; i < count; i++) {
+		if (items[i].kind != LMBOX_RECLAIM_UNLINK)
+			continue;
+		lmbox_seg_path(store, items[i].seg_id, path, sizeof(path));
+		if (unlink(path) == 0 || errno == ENOENT)
+			items[i].len = UINT64_MAX; /* mark done */
+	}
+	for (i = 0; i < count; i++) {
+		bool unlinked = false;
+
+		for (unsigned int j = i; j-- > 0 && items[j].seg_id == items[i].seg_id; )
+			unlinked = unlinked || (items[j].kind == LMBOX_RECLAIM_UNLINK &&
+						items[j].len == UINT64_MAX);
+		if (items[i].kind == LMBOX_RECLAIM_UNLINK || unlinked)
+			continue;
+		if (cur != NULL)
+			lmbox_reclaim_widen(store, txn, cur, &items[i], &punches[npunch]);
+		else {
+			punches[npunch].seg_id = items[i].seg_id;
+			punches[npunch].start = items[i].offset;
+			punches[npunch].end = items[i].offset + items[i].len;
+		}
+		npunch++;
+	}
+	if (cur != NULL)
+		mdb_cursor_close(cur);
+	if (txn != NULL)
+		mdb_txn_abort(txn);
+
+	/* merge overlapping ranges, align inwards to whole blocks, punch */
+	qsort(punches, npunch, sizeof(*punches), lmbox_punch_cmp);
+	for (i = 0; i < npunch; ) {
+		struct lmbox_punch p = punches[i];
+		uint64_t start, end;
+
+		for (i++; i < npunch && punches[i].seg_id == p.seg_id && punches[i].start <= p.end; i++) {
+			if (punches[i].end > p.end)
+				p.end = punches[i].end;
+		}
+		start = (p.start + LMBOX_PUNCH_ALIGN - 1) & ~(uint64_t)(LMBOX_PUNCH_ALIGN - 1);
+		end = p.end & ~(uint64_t)(LMBOX_PUNCH_ALIGN - 1);
+		if (end <= start)
+			continue;
+		if (fd < 0 || fd_seg != p.seg_id) {
+			if (fd >= 0)
+				close(fd);
+			lmbox_seg_path(store, p.seg_id, path, sizeof(path));
+			fd = open(path, O_RDWR | O_CLOEXEC);
+			fd_seg = p.seg_id;
+			if (fd < 0) {
+				failed_any = failed_any || errno != ENOENT;
+				continue;
+			}
+		}
+		/* no punch support: the space comes back by compact */
+		if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      (off_t)start, (off_t)(end - start)) < 0 && errno != EOPNOTSUPP)
+			failed_any = true;
+	}
+	if (fd >= 0)
+		close(fd);
+	free(punches);
+	/* a failed punch leaves everything recorded, to be redone */
+	if (failed_any)
+		return 0;
+	for (i = 0; i < count; i++) {
+		if (items[i].kind != LMBOX_RECLAIM_UNLINK || items[i].len == UINT64_MAX)
+			items[ok++] = items[i];
+	}
+	return ok;
+}
+
 struct lmbox_reclaim_done_ctx {
 	const struct lmbox_reclaim_item *items;
 	unsigned int count;
 };
 
-static int lmbox_reclaim_done_fn(struct lmbox_wctx *ctx, void *context)
+static int lmbox_reclaim_forget(struct lmbox_wctx *ctx, const struct lmbox_reclaim_item *items,
+				unsigned int count)
 {
-	struct lmbox_reclaim_done_ctx *c = context;
 	struct lmbox_store *store = ctx->store;
 	unsigned char key[12];
 	MDB_val k = { 12, key };
 	int rc;
 
-	for (unsigned int i = 0; i < c->count; i++) {
-		lmbox_reclaim_key_encode(key, c->items[i].seg_id, c->items[i].offset);
+	for (unsigned int i = 0; i < count; i++) {
+		lmbox_reclaim_key_encode(key, items[i].seg_id,
+					 items[i].kind == LMBOX_RECLAIM_UNLINK ? 0 : items[i].offset);
 		rc = mdb_del(ctx->txn, store->env->dbi_reclaim, &k, NULL);
 		if (rc != 0 && rc != MDB_NOTFOUND)
 			return lmbox_set_mdb_error(store, rc, "%s: clearing reclaim list", store->dir);
@@ -473,78 +664,37 @@ static int lmbox_reclaim_done_fn(struct lmbox_wctx *ctx, void *context)
 	return 0;
 }
 
-/* Punch/unlink what items describe, then forget them.  Errors leave the
- * items recorded: they are retried at the next open. */
+static int lmbox_reclaim_done_fn(struct lmbox_wctx *ctx, void *context)
+{
+	struct lmbox_reclaim_done_ctx *c = context;
+
+	return lmbox_reclaim_forget(ctx, c->items, c->count);
+}
+
+int lmbox_reclaim_forget_done(struct lmbox_wctx *ctx)
+{
+	struct lmbox_env *env = ctx->store->env;
+
+	return lmbox_reclaim_forget(ctx, env->reclaim_done, env->reclaim_done_count);
+}
+
+/* After a commit: punch/unlink, then forget the records.  Errors leave
+ * them recorded: they are retried at the next open. */
 void lmbox_reclaim_run(struct lmbox_store *store,
 		       const struct lmbox_reclaim_item *_items, unsigned int count)
 {
 	struct lmbox_reclaim_item *items;
 	struct lmbox_reclaim_done_ctx done;
-	char path[4096];
-	uint32_t fd_seg = 0, unlinked_seg = 0;
-	int fd = -1;
-	unsigned int i, ok = 0;
+	bool nosync = store->opts.fsync != LMBOX_FSYNC_NEVER;
 
-	items = malloc(sizeof(*items) * count);
-	if (items == NULL)
+	if ((items = malloc(sizeof(*items) * count)) == NULL)
 		return;
 	memcpy(items, _items, sizeof(*items) * count);
-	qsort(items, count, sizeof(*items), lmbox_reclaim_item_cmp);
-	for (i = 0; i < count; i++) {
-		struct lmbox_reclaim_item *item = &items[i];
-
-		lmbox_seg_path(store, item->seg_id, path, sizeof(path));
-		if (item->kind == LMBOX_RECLAIM_UNLINK) {
-			if (fd >= 0 && fd_seg == item->seg_id) {
-				close(fd);
-				fd = -1;
-			}
-			if (unlink(path) < 0 && errno != ENOENT)
-				continue;
-			/* an unlink sorts first in its segment (offset 0)
-			 * and makes the punches after it moot */
-			unlinked_seg = item->seg_id;
-		} else if (item->seg_id != unlinked_seg) {
-			uint64_t start = item->offset, end = item->offset + item->len;
-			unsigned int first_ok = ok;
-
-			if (fd < 0 || fd_seg != item->seg_id) {
-				if (fd >= 0)
-					close(fd);
-				fd = open(path, O_RDWR | O_CLOEXEC);
-				fd_seg = item->seg_id;
-				if (fd < 0 && errno != ENOENT)
-					continue;
-			}
-			/* merge adjacent dead blobs into one syscall */
-			while (i + 1 < count && items[i + 1].seg_id == item->seg_id &&
-			       items[i + 1].kind == LMBOX_RECLAIM_PUNCH &&
-			       items[i + 1].offset == end) {
-				items[ok++] = items[i];
-				i++;
-				end = items[i].offset + items[i].len;
-			}
-			item = &items[i];
-			/* no punch support: the space comes back by compact */
-			if (fd >= 0 &&
-			    fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-				      (off_t)start, (off_t)(end - start)) < 0 &&
-			    errno != EOPNOTSUPP) {
-				ok = first_ok;
-				continue;
-			}
-		}
-		items[ok++] = *item;
-	}
-	if (fd >= 0)
-		close(fd);
 	done.items = items;
-	done.count = ok;
-	if (ok > 0) {
+	done.count = lmbox_reclaim_do(store, items, count);
+	if (done.count > 0) {
 		/* Losing this commit in a crash only means punching again at
 		 * the next open: it need not be synced. */
-		bool nosync = store->opts.fsync != LMBOX_FSYNC_NEVER;
-
 		if (nosync)
 			mdb_env_set_flags(store->env->env, MDB_NOSYNC, 1);
 		(void)lmbox_write(store, lmbox_reclaim_done_fn, &done);
@@ -554,10 +704,14 @@ void lmbox_reclaim_run(struct lmbox_store *store,
 	free(items);
 }
 
+/* At open: redo what a crash interrupted.  Only reads and punches; the
+ * records are forgotten by this process's next write, so opening a store
+ * never waits for the write lock. */
 int lmbox_reclaim_pending(struct lmbox_store *store)
 {
+	struct lmbox_env *env = store->env;
 	struct lmbox_reclaim_item *items = NULL;
-	unsigned int count = 0, alloc = 0;
+	unsigned int count = 0, alloc = 0, done;
 	struct lmbox_reclaim_rec rec;
 	MDB_txn *txn;
 	MDB_cursor *cur;
@@ -566,7 +720,7 @@ int lmbox_reclaim_pending(struct lmbox_store *store)
 
 	if ((ret = lmbox_rtxn_begin(store, &txn)) < 0)
 		return ret;
-	if ((rc = mdb_cursor_open(txn, store->env->dbi_reclaim, &cur)) != 0) {
+	if ((rc = mdb_cursor_open(txn, env->dbi_reclaim, &cur)) != 0) {
 		mdb_txn_abort(txn);
 		return lmbox_set_mdb_error(store, rc, "%s: cursor", store->dir);
 	}
@@ -585,8 +739,16 @@ int lmbox_reclaim_pending(struct lmbox_store *store)
 	}
 	mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
-	if (count > 0)
-		lmbox_reclaim_run(store, items, count);
+	if (count == 0)
+		return 0;
+	done = lmbox_reclaim_do(store, items, count);
+	if (done > 0 && env->reclaim_done_count == 0) {
+		free(env->reclaim_done);
+		env->reclaim_done = items;
+		env->reclaim_done_alloc = alloc;
+		env->reclaim_done_count = done;
+		items = NULL;
+	}
 	free(items);
 	return 0;
 }

@@ -284,6 +284,8 @@ int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
 		}
 		ret = fn(&ctx, context);
 		if (ret == 0)
+			ret = lmbox_reclaim_forget_done(&ctx);
+		if (ret == 0)
 			ret = lmbox_wseg_flush(&ctx);
 		if (ret == 0) {
 			rc = mdb_txn_commit(ctx.txn);
@@ -307,6 +309,8 @@ int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
 		break;
 	}
 	/* LMBOX_TEST_NO_RECLAIM: tests simulate a crash right after commit */
+	if (ret == 0)
+		store->env->reclaim_done_count = 0;
 	if (ret == 0 && ctx.reclaim_count > 0 && getenv("LMBOX_TEST_NO_RECLAIM") == NULL)
 		lmbox_reclaim_run(store, ctx.reclaims, ctx.reclaim_count);
 	lmbox_wctx_free(&ctx);
@@ -315,43 +319,58 @@ int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
 
 /* ------------------------------------------------------------ open/close */
 
-static int lmbox_env_init_dbs(struct lmbox_store *store, struct lmbox_env *env,
-			      bool create)
+static const struct {
+	const char *name;
+	size_t off;
+	unsigned int flags;
+} lmbox_dbs[] = {
+	{ LMBOX_DB_META, offsetof(struct lmbox_env, dbi_meta), 0 },
+	{ LMBOX_DB_VALUES, offsetof(struct lmbox_env, dbi_values), 0 },
+	{ LMBOX_DB_FOLDERS, offsetof(struct lmbox_env, dbi_folders), 0 },
+	{ LMBOX_DB_NAMES, offsetof(struct lmbox_env, dbi_names), MDB_DUPSORT | MDB_DUPFIXED },
+	{ LMBOX_DB_MSGS, offsetof(struct lmbox_env, dbi_msgs), 0 },
+	{ LMBOX_DB_UIDLS, offsetof(struct lmbox_env, dbi_uidls), MDB_DUPSORT | MDB_DUPFIXED },
+	{ LMBOX_DB_SEGS, offsetof(struct lmbox_env, dbi_segs), 0 },
+	{ LMBOX_DB_RECLAIM, offsetof(struct lmbox_env, dbi_reclaim), 0 },
+	{ LMBOX_DB_BLOBS, offsetof(struct lmbox_env, dbi_blobs), 0 },
+};
+
+/* Open the databases and check the format.  write = false: a read-only
+ * transaction, which never waits for a writer; returns 1 if something is
+ * missing that only a write transaction can create. */
+static int lmbox_env_init_dbs_txn(struct lmbox_store *store, struct lmbox_env *env,
+				  bool create, bool write)
 {
-	static const struct {
-		const char *name;
-		size_t off;
-		unsigned int flags;
-	} dbs[] = {
-		{ LMBOX_DB_META, offsetof(struct lmbox_env, dbi_meta), 0 },
-		{ LMBOX_DB_VALUES, offsetof(struct lmbox_env, dbi_values), 0 },
-		{ LMBOX_DB_FOLDERS, offsetof(struct lmbox_env, dbi_folders), 0 },
-		{ LMBOX_DB_NAMES, offsetof(struct lmbox_env, dbi_names), MDB_DUPSORT | MDB_DUPFIXED },
-		{ LMBOX_DB_MSGS, offsetof(struct lmbox_env, dbi_msgs), 0 },
-		{ LMBOX_DB_UIDLS, offsetof(struct lmbox_env, dbi_uidls), MDB_DUPSORT | MDB_DUPFIXED },
-		{ LMBOX_DB_SEGS, offsetof(struct lmbox_env, dbi_segs), 0 },
-		{ LMBOX_DB_RECLAIM, offsetof(struct lmbox_env, dbi_reclaim), 0 },
-	};
 	MDB_txn *txn;
 	uint32_t format;
+	bool created_blobs = false;
 	int rc, ret = 0;
 
-	rc = mdb_txn_begin(env->env, NULL, env->rdonly ? MDB_RDONLY : 0, &txn);
+	rc = mdb_txn_begin(env->env, NULL, write ? 0 : MDB_RDONLY, &txn);
 	if (rc != 0)
 		return lmbox_set_mdb_error(store, rc, "%s: cannot begin transaction", store->mdb_path);
-	for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++) {
-		MDB_dbi *dbi = (MDB_dbi *)((char *)env + dbs[i].off);
-		rc = mdb_dbi_open(txn, dbs[i].name, dbs[i].flags |
-				  (env->rdonly ? 0 : MDB_CREATE), dbi);
+	for (size_t i = 0; i < sizeof(lmbox_dbs) / sizeof(lmbox_dbs[0]); i++) {
+		MDB_dbi *dbi = (MDB_dbi *)((char *)env + lmbox_dbs[i].off);
+
+		rc = mdb_dbi_open(txn, lmbox_dbs[i].name, lmbox_dbs[i].flags, dbi);
+		if (rc == MDB_NOTFOUND && write) {
+			rc = mdb_dbi_open(txn, lmbox_dbs[i].name,
+					  lmbox_dbs[i].flags | MDB_CREATE, dbi);
+			created_blobs = created_blobs || dbi == &env->dbi_blobs;
+		}
 		if (rc == MDB_NOTFOUND) {
+			if (!write && !env->rdonly && (create || dbi == &env->dbi_blobs)) {
+				ret = 1;
+				goto out;
+			}
 			ret = lmbox_set_error(store, LMBOX_ERR_CORRUPT,
 				"%s: not an lmbox store (no \"%s\" database)",
-				store->mdb_path, dbs[i].name);
+				store->mdb_path, lmbox_dbs[i].name);
 			goto out;
 		}
 		if (rc != 0) {
 			ret = lmbox_set_mdb_error(store, rc, "%s: opening database %s",
-						  store->mdb_path, dbs[i].name);
+						  store->mdb_path, lmbox_dbs[i].name);
 			goto out;
 		}
 	}
@@ -362,6 +381,10 @@ static int lmbox_env_init_dbs(struct lmbox_store *store, struct lmbox_env *env,
 			ret = lmbox_set_error(store, LMBOX_ERR_CORRUPT,
 				"%s: store is not initialized (no format version)",
 				store->mdb_path);
+			goto out;
+		}
+		if (!write) {
+			ret = 1;
 			goto out;
 		}
 		format = LMBOX_FORMAT_VERSION;
@@ -385,6 +408,10 @@ static int lmbox_env_init_dbs(struct lmbox_store *store, struct lmbox_env *env,
 			"%s: store format version 0 is invalid", store->mdb_path);
 		goto out;
 	}
+	/* a store from before the live-blob index: build it now, so hole
+	 * punching never trusts an empty index */
+	if (created_blobs && (ret = lmbox_blobs_rebuild(store, txn)) < 0)
+		goto out;
 	rc = mdb_txn_commit(txn);
 	txn = NULL;
 	if (rc != 0)
@@ -392,6 +419,16 @@ static int lmbox_env_init_dbs(struct lmbox_store *store, struct lmbox_env *env,
 out:
 	if (txn != NULL)
 		mdb_txn_abort(txn);
+	return ret;
+}
+
+static int lmbox_env_init_dbs(struct lmbox_store *store, struct lmbox_env *env,
+			      bool create)
+{
+	int ret = lmbox_env_init_dbs_txn(store, env, create, false);
+
+	if (ret == 1)
+		ret = lmbox_env_init_dbs_txn(store, env, create, true);
 	return ret;
 }
 
@@ -514,6 +551,7 @@ static void lmbox_env_unref(struct lmbox_env *env)
 			}
 		}
 		mdb_env_close(env->env);
+		free(env->reclaim_done);
 		free(env);
 	}
 	pthread_mutex_unlock(&lmbox_registry_lock);

@@ -279,7 +279,8 @@ static int lmbox_apply_append(struct lmbox_wctx *ctx, struct lmbox_txn *txn,
 	hdr.checksum = msg->checksum;
 	ret = lmbox_wseg_append(ctx, &hdr, msg->spill_fd >= 0 ? NULL :
 				msg->data != NULL ? (const void *)msg->data : "",
-				msg->spill_fd, 0, &meta.seg_id, &meta.seg_offset);
+				msg->spill_fd, 0, folder.id, meta.uid,
+				&meta.seg_id, &meta.seg_offset);
 	if (ret < 0)
 		return ret;
 	meta.pop3_order = msg->pop3_order;
@@ -452,6 +453,15 @@ static int lmbox_apply_copy_move(struct lmbox_wctx *ctx, struct lmbox_txn *txn,
 		if ((ret = lmbox_msg_remove(ctx, &src_folder, &copy.meta, true)) < 0 ||
 		    (ret = lmbox_folder_save(store, ctx->txn, &src_folder)) < 0)
 			goto out;
+	}
+	if ((ret = lmbox_folder_load(store, ctx->txn, op->dst_folder, &dst_folder)) < 0 ||
+	    (ret = lmbox_assign_uid(store, &dst_folder, 0, &copy.meta.uid)) < 0)
+		goto out;
+	if (move) {
+		ret = lmbox_wseg_blob_owner(ctx, copy.meta.seg_id, copy.meta.seg_offset,
+					    copy.meta.stored_size, dst_folder.id, copy.meta.uid);
+		if (ret < 0)
+			goto out;
 	} else {
 		/* a copy owns its own blob, so expunging one never affects
 		 * the other */
@@ -473,13 +483,12 @@ static int lmbox_apply_copy_move(struct lmbox_wctx *ctx, struct lmbox_txn *txn,
 		}
 		ret = lmbox_wseg_append(ctx, &hdr, NULL, fd,
 					copy.meta.seg_offset + LMBOX_BLOB_HDR_SIZE,
+					dst_folder.id, copy.meta.uid,
 					&copy.meta.seg_id, &copy.meta.seg_offset);
 		if (ret < 0)
 			goto out;
 	}
-	if ((ret = lmbox_folder_load(store, ctx->txn, op->dst_folder, &dst_folder)) < 0 ||
-	    (ret = lmbox_assign_uid(store, &dst_folder, 0, &copy.meta.uid)) < 0 ||
-	    (ret = lmbox_msg_add(ctx, &dst_folder, &copy.meta)) < 0 ||
+	if ((ret = lmbox_msg_add(ctx, &dst_folder, &copy.meta)) < 0 ||
 	    (ret = lmbox_folder_save(store, ctx->txn, &dst_folder)) < 0)
 		goto out;
 	txn->uids[op->seq] = copy.meta.uid;
