@@ -487,6 +487,9 @@ static void lmbox_notify_changes(struct mailbox *box)
 		return;
 	path = t_strdup_printf("%s/"MAIL_INDEX_PREFIX".log", dir);
 	mailbox_watch_add(box, path);
+	/* changes made to the store alone (lmbox CLI, other index dirs) */
+	mailbox_watch_add(box, t_strdup_printf("%s/lmbox.mdb",
+			  LMBOX_MAILBOX(box)->storage->store_dir));
 }
 
 struct mailbox lmbox_mailbox = {
