@@ -17,15 +17,22 @@
 
 #include "lmbox-private.h"
 
+/* Bytes moved per write transaction: keeps the write lock short. */
+#define LMBOX_COMPACT_BATCH (8 * 1024 * 1024)
+
 struct lmbox_compact_ctx {
 	uint32_t seg_id;
 	uint64_t moved_bytes;
+	bool more;
 };
 
 struct lmbox_msg_ref {
 	uint32_t folder_id, uid;
+	uint64_t offset;
 };
 
+/* Move up to a batch of the segment's live blobs (found through the
+ * live-blob index) to the current segment. */
 static int lmbox_compact_seg_fn(struct lmbox_wctx *ctx, void *context)
 {
 	struct lmbox_compact_ctx *c = context;
@@ -34,43 +41,64 @@ static int lmbox_compact_seg_fn(struct lmbox_wctx *ctx, void *context)
 	unsigned int count = 0, alloc = 0;
 	struct lmbox_msg_meta meta;
 	struct lmbox_blob_hdr hdr;
+	struct lmbox_blob_rec rec;
+	unsigned char key[12];
 	MDB_cursor *cur;
 	MDB_val k, v;
+	uint64_t batch = 0, offset;
+	uint32_t seg_id;
 	int rc, ret = 0, fd = -1;
 
 	c->moved_bytes = 0;
-	/* the messages in this segment (a full scan: compaction is rare) */
-	if ((rc = mdb_cursor_open(ctx->txn, store->env->dbi_msgs, &cur)) != 0)
+	c->more = false;
+	if ((rc = mdb_cursor_open(ctx->txn, store->env->dbi_blobs, &cur)) != 0)
 		return lmbox_set_mdb_error(store, rc, "%s: cursor", store->dir);
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	lmbox_reclaim_key_encode(key, c->seg_id, 0);
+	k.mv_data = key;
+	k.mv_size = sizeof(key);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		struct lmbox_msg_ref ref;
-
-		if (lmbox_msg_key_decode(k.mv_data, k.mv_size, &ref.folder_id, &ref.uid) < 0 ||
-		    lmbox_msg_decode(v.mv_data, v.mv_size, &meta) < 0 ||
-		    meta.seg_id != c->seg_id)
-			continue;
+		if (lmbox_reclaim_key_decode(k.mv_data, k.mv_size, &seg_id, &offset) < 0 ||
+		    seg_id != c->seg_id)
+			break;
+		if (batch >= LMBOX_COMPACT_BATCH) {
+			c->more = true;
+			break;
+		}
+		if (lmbox_blob_rec_decode(v.mv_data, v.mv_size, &rec) < 0) {
+			ret = lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+				"%s: live-blob index entry %08X:%llu is malformed",
+				store->mdb_path, seg_id, (unsigned long long)offset);
+			break;
+		}
 		if (lmbox_grow_array(&refs, &alloc, count + 1, sizeof(*refs)) < 0) {
 			ret = lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
 			break;
 		}
-		refs[count++] = ref;
+		refs[count].folder_id = rec.folder_id;
+		refs[count].uid = rec.uid;
+		refs[count].offset = offset;
+		count++;
+		batch += rec.len;
 	}
 	mdb_cursor_close(cur);
-	if (ret == 0 && rc != MDB_NOTFOUND)
-		ret = lmbox_set_mdb_error(store, rc, "%s: scanning messages", store->dir);
 	if (ret == 0 && count > 0)
 		ret = lmbox_seg_open_read(store, c->seg_id, &fd);
 
 	for (unsigned int i = 0; i < count && ret == 0; i++) {
-		uint32_t old_seg;
-		uint64_t old_offset;
+		uint64_t old_offset = refs[i].offset;
 
 		if ((ret = lmbox_msg_load(store, ctx->txn, refs[i].folder_id, refs[i].uid,
-					  &meta)) < 0)
+					  &meta)) < 0 ||
+		    meta.seg_id != c->seg_id || meta.seg_offset != old_offset) {
+			/* moving on would loop forever: lmbox_check --repair
+			 * rebuilds the index */
+			ret = lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+				"%s: live-blob index entry %08X:%llu does not match uid %u "
+				"of folder %u", store->mdb_path, c->seg_id,
+				(unsigned long long)old_offset, refs[i].uid, refs[i].folder_id);
 			break;
-		old_seg = meta.seg_id;
-		old_offset = meta.seg_offset;
+		}
 		hdr.codec = meta.codec;
 		hdr.phys_size = meta.phys_size;
 		hdr.stored_size = meta.stored_size;
@@ -80,14 +108,14 @@ static int lmbox_compact_seg_fn(struct lmbox_wctx *ctx, void *context)
 					     refs[i].folder_id, refs[i].uid,
 					     &meta.seg_id, &meta.seg_offset)) < 0)
 			break;
-		if (meta.seg_id == old_seg) {
+		if (meta.seg_id == c->seg_id) {
 			/* still appending to the same segment: nothing gained */
 			ret = lmbox_set_error(store, LMBOX_ERR_INVALID,
 				"%s: cannot compact the current segment", store->dir);
 			break;
 		}
 		if ((ret = lmbox_msg_save(store, ctx->txn, &meta, false)) < 0 ||
-		    (ret = lmbox_wseg_blob_dead(ctx, old_seg, old_offset, meta.stored_size)) < 0)
+		    (ret = lmbox_wseg_blob_dead(ctx, c->seg_id, old_offset, meta.stored_size)) < 0)
 			break;
 		c->moved_bytes += LMBOX_BLOB_HDR_SIZE + meta.stored_size;
 	}
@@ -101,6 +129,27 @@ static int lmbox_compact_seg_fn(struct lmbox_wctx *ctx, void *context)
 static int lmbox_compact_seal_fn(struct lmbox_wctx *ctx, void *context)
 {
 	return lmbox_wseg_seal(ctx, *(uint32_t *)context);
+}
+
+/* Empty one segment into the current one; it is unlinked when its last
+ * blob has moved. */
+static int lmbox_compact_segment(struct lmbox_store *store, uint32_t seg_id,
+				 uint64_t *moved_r)
+{
+	struct lmbox_compact_ctx c;
+	int ret;
+
+	*moved_r = 0;
+	if ((ret = lmbox_write(store, lmbox_compact_seal_fn, &seg_id)) < 0)
+		return ret;
+	memset(&c, 0, sizeof(c));
+	c.seg_id = seg_id;
+	do {
+		if ((ret = lmbox_write(store, lmbox_compact_seg_fn, &c)) < 0)
+			return ret;
+		*moved_r += c.moved_bytes;
+	} while (c.more);
+	return 0;
 }
 
 struct lmbox_seg_list {
@@ -153,7 +202,6 @@ static uint64_t lmbox_seg_alloc_bytes(struct lmbox_store *store, uint32_t seg_id
 int lmbox_compact(struct lmbox_store *store, uint64_t *bytes_freed_r)
 {
 	struct lmbox_seg_list list = { NULL, 0, 0 };
-	struct lmbox_compact_ctx c;
 	uint64_t freed = 0;
 	int ret;
 
@@ -162,23 +210,63 @@ int lmbox_compact(struct lmbox_store *store, uint64_t *bytes_freed_r)
 		return ret;
 	if ((ret = lmbox_sparse_segments(store, &list)) < 0)
 		return ret;
+	store->env->compacting = true;
 	for (unsigned int i = 0; i < list.count && ret == 0; i++) {
-		uint64_t before = lmbox_seg_alloc_bytes(store, list.ids[i]);
+		uint64_t before = lmbox_seg_alloc_bytes(store, list.ids[i]), moved;
 
-		if ((ret = lmbox_write(store, lmbox_compact_seal_fn, &list.ids[i])) < 0)
+		if ((ret = lmbox_compact_segment(store, list.ids[i], &moved)) < 0)
 			break;
-		memset(&c, 0, sizeof(c));
-		c.seg_id = list.ids[i];
-		if ((ret = lmbox_write(store, lmbox_compact_seg_fn, &c)) < 0)
-			break;
-		/* the old segment is unlinked by now (or punched, if it
-		 * still had a live blob: it cannot) */
-		if (before > c.moved_bytes + lmbox_seg_alloc_bytes(store, list.ids[i]))
-			freed += before - c.moved_bytes - lmbox_seg_alloc_bytes(store, list.ids[i]);
+		/* the old segment is unlinked by now */
+		if (before > moved + lmbox_seg_alloc_bytes(store, list.ids[i]))
+			freed += before - moved - lmbox_seg_alloc_bytes(store, list.ids[i]);
 	}
+	store->env->compacting = false;
 	free(list.ids);
 	*bytes_freed_r = freed;
 	return ret;
+}
+
+/* After a commit that killed blobs: a segment whose allocated blocks are
+ * more than twice its live bytes (plus a MiB) is fragmented beyond what
+ * punching can return, so its live blobs move on.  One segment per
+ * commit; failures are left for the next time. */
+void lmbox_auto_compact(struct lmbox_store *store, const struct lmbox_reclaim_item *items,
+			unsigned int count)
+{
+	char saved[LMBOX_ERRMSG_SIZE];
+	uint32_t last = 0;
+
+	if (store->env->compacting || getenv("LMBOX_TEST_NO_AUTOCOMPACT") != NULL)
+		return;
+	for (unsigned int i = 0; i < count; i++) {
+		struct lmbox_seg_rec rec;
+		unsigned char key[4];
+		MDB_val k = { 4, key }, v;
+		MDB_txn *txn;
+		uint64_t alloc, moved;
+		bool sparse = false;
+
+		if (items[i].seg_id == last || items[i].kind != LMBOX_RECLAIM_PUNCH)
+			continue;
+		last = items[i].seg_id;
+		if (lmbox_rtxn_begin(store, &txn) < 0)
+			return;
+		lmbox_put_be32(key, last);
+		if (mdb_get(txn, store->env->dbi_segs, &k, &v) == 0 &&
+		    lmbox_seg_rec_decode(v.mv_data, v.mv_size, &rec) == 0) {
+			alloc = lmbox_seg_alloc_bytes(store, last);
+			sparse = alloc > 2 * rec.live_bytes + (1 << 20);
+		}
+		mdb_txn_abort(txn);
+		if (!sparse)
+			continue;
+		memcpy(saved, store->errmsg, sizeof(saved));
+		store->env->compacting = true;
+		(void)lmbox_compact_segment(store, last, &moved);
+		store->env->compacting = false;
+		memcpy(store->errmsg, saved, sizeof(saved));
+		return;
+	}
 }
 
 /* ------------------------------------------------------------------ stat */

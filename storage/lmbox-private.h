@@ -44,6 +44,7 @@ struct lmbox_env {
 	/* reclaim records whose work was done at open: deleted by the next
 	 * write transaction of this process (open never takes the write
 	 * lock) */
+	bool compacting;           /* no auto-compaction from inside one */
 	struct lmbox_reclaim_item *reclaim_done;
 	unsigned int reclaim_done_count, reclaim_done_alloc;
 	bool rdonly;
@@ -178,6 +179,10 @@ int lmbox_meta_put_u32(struct lmbox_store *store, MDB_txn *txn, const char *key,
 		       uint32_t value);
 void lmbox_random_bytes(void *buf, size_t size);
 int64_t lmbox_now(void);
+
+/* lmbox-compact.c */
+void lmbox_auto_compact(struct lmbox_store *store, const struct lmbox_reclaim_item *items,
+			unsigned int count);
 
 /* lmbox-check.c */
 /* Rebuild the "blobs" index from the message records. */

@@ -311,8 +311,10 @@ int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
 	/* LMBOX_TEST_NO_RECLAIM: tests simulate a crash right after commit */
 	if (ret == 0)
 		store->env->reclaim_done_count = 0;
-	if (ret == 0 && ctx.reclaim_count > 0 && getenv("LMBOX_TEST_NO_RECLAIM") == NULL)
+	if (ret == 0 && ctx.reclaim_count > 0 && getenv("LMBOX_TEST_NO_RECLAIM") == NULL) {
 		lmbox_reclaim_run(store, ctx.reclaims, ctx.reclaim_count);
+		lmbox_auto_compact(store, ctx.reclaims, ctx.reclaim_count);
+	}
 	lmbox_wctx_free(&ctx);
 	return ret;
 }
