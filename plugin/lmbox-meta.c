@@ -15,6 +15,9 @@
 #include "lmbox-storage.h"
 
 #define LMBOX_META_DENSE_AFTER 32
+/* ~130 bytes a message: bounded well below Dovecot's default 256 MB
+   vsz_limit; larger folders are answered by lookups */
+#define LMBOX_META_DENSE_MAX 250000
 
 static int lmbox_meta_uid_cmp(const uint32_t *uid,
 			      const struct lmbox_msg_meta *meta)
@@ -41,8 +44,14 @@ static int lmbox_meta_cache_build(struct lmbox_mailbox *mbox)
 
 	if ((reader = lmbox_mailbox_get_reader(mbox)) == NULL)
 		return -1;
-	if ((ret = lmbox_reader_folder(reader, mbox->folder_id, &info)) < 0 ||
-	    (ret = lmbox_msg_iter_init(reader, mbox->folder_id, 1, &iter)) < 0)
+	if ((ret = lmbox_reader_folder(reader, mbox->folder_id, &info)) < 0)
+		goto failed;
+	if (info.count > LMBOX_META_DENSE_MAX) {
+		/* not for this snapshot */
+		mbox->meta_lookups = UINT_MAX;
+		return 0;
+	}
+	if ((ret = lmbox_msg_iter_init(reader, mbox->folder_id, 1, &iter)) < 0)
 		goto failed;
 	mbox->meta_pool = pool_alloconly_create("lmbox meta cache",
 						16 + info.count * 20);
@@ -70,6 +79,7 @@ int lmbox_meta_lookup(struct lmbox_mailbox *mbox, uint32_t uid,
 	unsigned int i, count;
 
 	if (!array_is_created(&mbox->meta_cache) &&
+	    mbox->meta_lookups != UINT_MAX &&
 	    ++mbox->meta_lookups > LMBOX_META_DENSE_AFTER) {
 		if (lmbox_meta_cache_build(mbox) < 0)
 			return -1;
