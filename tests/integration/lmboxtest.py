@@ -799,20 +799,21 @@ class Dovecot:
         return r
 
     def doveadm_fetch(self, user, fields, query=("mailbox", "INBOX", "all")):
-        """doveadm fetch in its flow format; returns a list of dicts, one per
-        message, values as str (body fields as bytes via doveadm_fetch_bytes)."""
-        r = self.doveadm("-f", "flow", "fetch", "-u", user, fields, *query)
+        """doveadm -f tab fetch; returns a list of dicts, one per message,
+        field name -> str (use doveadm_fetch_texts for bodies)."""
+        r = self.doveadm("-f", "tab", "fetch", "-u", user, fields, *query)
+        lines = r.stdout.split("\n")
+        if not lines or not lines[0].strip():
+            return []
+        names = lines[0].split("\t")
         out = []
-        for line in r.stdout.splitlines():
-            if not line.strip():
+        for line in lines[1:]:
+            if not line:
                 continue
-            d = {}
-            for m in re.finditer(r'([a-z0-9._-]+)=("(?:[^"\\]|\\.)*"|\S*)', line):
-                v = m.group(2)
-                if v.startswith('"'):
-                    v = v[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-                d[m.group(1)] = v
-            out.append(d)
+            vals = line.split("\t")
+            if len(vals) != len(names):
+                raise Failure("doveadm fetch: cannot parse line %r (fields %r)" % (line, names))
+            out.append(dict(zip(names, vals)))
         return out
 
     def doveadm_fetch_texts(self, user, query=("mailbox", "INBOX", "all")):
