@@ -904,6 +904,35 @@ class Dovecot:
         return files
 
 
+def set_maildir_pop3_uidls(dc, user, legacy_by_seq, maildir="Maildir"):
+    """Give the INBOX messages of a maildir user POP3 UIDLs the way a
+    migration from another server leaves them: P<uidl> fields in
+    dovecot-uidlist, keyed by each message's X-Seq header.  Drops the
+    maildir's index files so Dovecot rereads the uidlist."""
+    md = os.path.join(dc.home(user), maildir)
+    seq_by_uid = {}
+    for uid, text in dc.doveadm_fetch_texts(user, query=("mailbox", "INBOX", "all")):
+        m = re.search(rb"X-Seq: (\d+)", text)
+        if m:
+            seq_by_uid[uid] = int(m.group(1))
+    path = os.path.join(md, "dovecot-uidlist")
+    with open(path) as f:
+        lines = f.read().splitlines()
+    out = [lines[0]]
+    for ln in lines[1:]:
+        if not ln.strip():
+            continue
+        uid_s, rest = ln.split(" ", 1)
+        seq = seq_by_uid.get(int(uid_s))
+        if seq in legacy_by_seq:
+            rest = "P%s %s" % (legacy_by_seq[seq], rest)
+        out.append("%s %s" % (uid_s, rest))
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+    for f in glob.glob(os.path.join(md, "dovecot.index*")):
+        os.unlink(f)
+
+
 def parse_pager(data):
     """Parse doveadm -f pager output of 'uid text' into [(uid, bytes)]."""
     out = []

@@ -9,7 +9,7 @@ Then two-way `doveadm sync` carries new mail both ways, and `doveadm backup`
 from lmbox back to a fresh maildir gives the same bytes and UIDLs again."""
 import os, re, sys, glob
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lmboxtest import Dovecot, Test, run, check_environment, msg, crlf, Failure
+from lmboxtest import Dovecot, Test, run, check_environment, msg, crlf, Failure, set_maildir_pop3_uidls
 
 LOCATION = os.environ.get("LMBOX_IT_LOCATION", "lmbox:~/lmbox")
 DRIVER = LOCATION.split(":", 1)[0]
@@ -85,32 +85,6 @@ def diff_views(a, b, what):
             bad.append("%s %s:\n    source %r\n    copy   %r" % (what, k, fa, fb))
     if bad:
         raise Failure("\n".join(bad))
-
-
-def set_maildir_pop3_uidls(dc, user, legacy_by_seq):
-    """Add P<uidl> fields to a maildir's dovecot-uidlist (what a migration
-    from another POP3 server leaves) and drop the index so Dovecot rereads it."""
-    md = os.path.join(dc.home(user), "Maildir")
-    texts = dict(dc.doveadm_fetch_texts(user, query=("mailbox", "INBOX", "all")))
-    seq_by_uid = {}
-    for uid, text in texts.items():
-        m = re.search(rb"X-Seq: (\d+)", text)
-        seq_by_uid[uid] = int(m.group(1))
-    path = os.path.join(md, "dovecot-uidlist")
-    lines = open(path).read().splitlines()
-    out = [lines[0]]
-    for ln in lines[1:]:
-        if not ln.strip():
-            continue
-        uid_s, rest = ln.split(" ", 1)
-        seq = seq_by_uid.get(int(uid_s))
-        if seq in legacy_by_seq:
-            rest = "P%s %s" % (legacy_by_seq[seq], rest)
-        out.append("%s %s" % (uid_s, rest))
-    with open(path, "w") as f:
-        f.write("\n".join(out) + "\n")
-    for f in glob.glob(os.path.join(md, "dovecot.index*")):
-        os.unlink(f)
 
 
 def main():
