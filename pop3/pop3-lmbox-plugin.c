@@ -97,7 +97,9 @@ static void pop3_lmbox_read_settings(struct pop3_lmbox_client *pclient)
 
 	str = mail_user_plugin_getenv(user, "lmbox_pop3_login_delay");
 	if (str != NULL && *str != '\0') {
-		if (settings_get_time(str, &secs, &error) < 0) {
+		/* a bare number is seconds, as in RFC 2449's LOGIN-DELAY */
+		if (str_to_uint(str, &secs) < 0 &&
+		    settings_get_time(str, &secs, &error) < 0) {
 			e_error(user->event, "pop3_lmbox: "
 				"Invalid lmbox_pop3_login_delay setting '%s': %s "
 				"(LOGIN-DELAY is off)", str, error);
