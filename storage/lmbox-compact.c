@@ -227,7 +227,7 @@ int lmbox_compact(struct lmbox_store *store, uint64_t *bytes_freed_r)
 }
 
 /* After a commit that killed blobs: a segment whose allocated blocks are
- * more than twice its live bytes (plus a MiB) is fragmented beyond what
+ * more than 1.5 times its live bytes (plus a MiB) is fragmented beyond what
  * punching can return, so its live blobs move on.  One segment per
  * commit; failures are left for the next time. */
 void lmbox_auto_compact(struct lmbox_store *store, const struct lmbox_reclaim_item *items,
@@ -255,7 +255,7 @@ void lmbox_auto_compact(struct lmbox_store *store, const struct lmbox_reclaim_it
 		if (mdb_get(txn, store->env->dbi_segs, &k, &v) == 0 &&
 		    lmbox_seg_rec_decode(v.mv_data, v.mv_size, &rec) == 0) {
 			alloc = lmbox_seg_alloc_bytes(store, last);
-			sparse = alloc > 2 * rec.live_bytes + (1 << 20);
+			sparse = alloc > rec.live_bytes + rec.live_bytes / 2 + (1 << 20);
 		}
 		mdb_txn_abort(txn);
 		if (!sparse)

@@ -555,7 +555,7 @@ static unsigned int lmbox_reclaim_do(struct lmbox_store *store,
 	struct lmbox_punch *punches;
 	unsigned int i, ok = 0, npunch = 0;
 	bool failed_any = false;
-	uint32_t fd_seg = 0;
+	uint32_t fd_seg = 0, unlinked_seg = 0;
 	char path[4096];
 	MDB_txn *txn = NULL;
 	MDB_cursor *cur = NULL;
@@ -577,12 +577,12 @@ static unsigned int lmbox_reclaim_do(struct lmbox_store *store,
 			items[i].len = UINT64_MAX; /* mark done */
 	}
 	for (i = 0; i < count; i++) {
-		bool unlinked = false;
-
-		for (unsigned int j = i; j-- > 0 && items[j].seg_id == items[i].seg_id; )
-			unlinked = unlinked || (items[j].kind == LMBOX_RECLAIM_UNLINK &&
-						items[j].len == UINT64_MAX);
-		if (items[i].kind == LMBOX_RECLAIM_UNLINK || unlinked)
+		/* sorted: a segment's unlink (offset 0) precedes its punches */
+		if (items[i].kind == LMBOX_RECLAIM_UNLINK) {
+			unlinked_seg = items[i].len == UINT64_MAX ? items[i].seg_id : 0;
+			continue;
+		}
+		if (items[i].seg_id == unlinked_seg)
 			continue;
 		if (cur != NULL)
 			lmbox_reclaim_widen(store, txn, cur, &items[i], &punches[npunch]);
