@@ -29,3 +29,13 @@ struct lmbox_store *lmbox_plugin_mailbox_get_store(struct mailbox *box,
 {
 	return lmbox_mailbox_get_store(box, folder_id_r);
 }
+
+int lmbox_plugin_mailbox_commit_txn(struct mailbox *box,
+				    struct lmbox_txn **txn)
+{
+	if (lmbox_plugin_is_lmbox_storage(box->storage) == 0) {
+		lmbox_txn_abort(txn);
+		return -1;
+	}
+	return lmbox_mailbox_commit_txn(LMBOX_MAILBOX(box), txn);
+}

@@ -38,4 +38,13 @@ struct lmbox_store *lmbox_plugin_storage_get_store(struct mail_storage *storage)
 struct lmbox_store *lmbox_plugin_mailbox_get_store(struct mailbox *box,
 						   uint32_t *folder_id_r);
 
+/* Commit txn, whose changes concern only store metadata that Dovecot's
+   index does not show (POP3 first-retrieval times), for the opened lmbox
+   mailbox box.  Unlike lmbox_txn_commit(), the index is told that it
+   still mirrors the store, so the next sync stays O(1) instead of walking
+   every message.  *txn is freed either way.  0 ok, -1 failed (box's
+   storage error set). */
+int lmbox_plugin_mailbox_commit_txn(struct mailbox *box,
+				    struct lmbox_txn **txn);
+
 #endif

@@ -149,6 +149,11 @@ int lmbox_sync(struct lmbox_mailbox *mbox, enum lmbox_sync_flags flags);
 /* Record in the sync's transaction that the index mirrors info. */
 void lmbox_sync_record_counter(struct lmbox_sync_context *ctx,
 			       const struct lmbox_folder_info *info);
+/* Commit a store transaction whose changes Dovecot's index does not show
+   (e.g. POP3 first-retrieval times) so that the next sync need not walk
+   the mailbox.  *txn is freed.  -1 = failed, error set on the storage. */
+int lmbox_mailbox_commit_txn(struct lmbox_mailbox *mbox,
+			     struct lmbox_txn **txn);
 void lmbox_sync_add_header_flags(struct lmbox_sync_context *ctx,
 				 uint32_t flags);
 /* Does the index need a sync against the store?  O(1). */

@@ -623,6 +623,54 @@ int lmbox_sync(struct lmbox_mailbox *mbox, enum lmbox_sync_flags flags)
 	return lmbox_sync_finish(&ctx, TRUE);
 }
 
+int lmbox_mailbox_commit_txn(struct lmbox_mailbox *mbox,
+			     struct lmbox_txn **txn)
+{
+	struct mailbox *box = &mbox->box;
+	struct lmbox_store *store = mbox->storage->store;
+	struct lmbox_folder_info before, after;
+	struct lmbox_index_header hdr;
+	struct mail_index_view *view;
+	struct mail_index_transaction *trans;
+	bool index_current;
+	int ret;
+
+	if (!box->opened) {
+		lmbox_txn_abort(txn);
+		mail_storage_set_error(box->storage, MAIL_ERROR_NOTPOSSIBLE,
+				       "lmbox: mailbox not open");
+		return -1;
+	}
+	(void)mail_index_refresh(box->index);
+	view = mail_index_view_open(box->index);
+	index_current = lmbox_read_index_header(mbox, view, &hdr) > 0 &&
+		lmbox_folder_get(store, mbox->folder_id, &before) == 0 &&
+		hdr.folder_id == before.id &&
+		hdr.change_counter == before.change_counter;
+	if ((ret = lmbox_txn_commit(txn, NULL)) < 0) {
+		lmbox_storage_set_error(box->storage, ret, "committing");
+		mail_index_view_close(&view);
+		return -1;
+	}
+	/* Ours was the only commit since the index last mirrored the store,
+	   and it changed nothing the index shows: the index still mirrors
+	   the store.  Any doubt leaves the counter, and the next sync
+	   walks. */
+	if (index_current &&
+	    lmbox_folder_get(store, mbox->folder_id, &after) == 0 &&
+	    after.change_counter == before.change_counter + 1) {
+		hdr.change_counter = after.change_counter;
+		trans = mail_index_transaction_begin(view,
+					MAIL_INDEX_TRANSACTION_FLAG_EXTERNAL);
+		mail_index_update_header_ext(trans, mbox->hdr_ext_id, 0,
+					     &hdr, sizeof(hdr));
+		if (mail_index_transaction_commit(&trans) < 0)
+			mailbox_set_index_error(box);
+	}
+	mail_index_view_close(&view);
+	return 0;
+}
+
 struct mailbox_sync_context *
 lmbox_storage_sync_init(struct mailbox *box, enum mailbox_sync_flags flags)
 {
