@@ -309,6 +309,9 @@ class Dovecot:
                    process_min_avail) for pop3/imap, as benchmarks want
     builddir       build tree whose plugin/.libs and pop3/.libs are loaded
     copy_modules   copy (not symlink) modules into the private module dir
+    system_modules no private module dir and no mail_plugin_dir: Dovecot
+                   loads its own module dir, e.g. an installed package's
+                   plugin (tests/package/)
     """
 
     def __init__(self, mail_location=LMBOX_LOCATION, users=("alice", "bob"),
@@ -316,7 +319,7 @@ class Dovecot:
                  builddir=None, mail_debug=False, copy_modules=False,
                  protocols=("pop3", "imap", "lmtp"), tmp_parent=None,
                  keep_dir=None, require_plugin=None, verbose=False,
-                 fast_login=False, process_min_avail=2):
+                 fast_login=False, process_min_avail=2, system_modules=False):
         self.mail_location = mail_location
         if isinstance(users, dict):
             self.users = users
@@ -330,6 +333,7 @@ class Dovecot:
         self.builddir = builddir or top_builddir()
         self.mail_debug = mail_debug
         self.copy_modules = copy_modules
+        self.system_modules = system_modules
         self.protocols = list(protocols)
         self.tmp_parent = tmp_parent
         self.keep_dir = keep_dir
@@ -444,7 +448,8 @@ class Dovecot:
         a("first_valid_uid = %d" % min(self.uid, 500) if self.uid else "first_valid_uid = 0")
         a("first_valid_gid = %d" % min(self.gid, 1) if self.gid else "first_valid_gid = 0")
         a("mail_location = %s" % self.mail_location)
-        a("mail_plugin_dir = %s" % self.module_dir)
+        if self.module_dir is not None:
+            a("mail_plugin_dir = %s" % self.module_dir)
         a("mail_plugins = $mail_plugins %s" % plugins)
         a("mail_debug = %s" % ("yes" if self.mail_debug else "no"))
         a("auth_debug = no")
@@ -491,7 +496,8 @@ class Dovecot:
     def setup(self):
         """Create the directory, users, module dir and config (no start)."""
         self._identity()
-        if self.require_plugin and not os.path.isfile(plugin_so(self.builddir)):
+        if (self.require_plugin and not self.system_modules
+                and not os.path.isfile(plugin_so(self.builddir))):
             raise Failure("lmbox plugin not built: %s missing (build the tree first)"
                           % plugin_so(self.builddir))
         if self.keep_dir:
@@ -512,7 +518,7 @@ class Dovecot:
         self.log_path = os.path.join(self.tmp, "dovecot.log")
         open(self.log_path, "a").close()
         os.chmod(self.log_path, 0o666)   # LDA/doveadm write it as the mail user
-        self.module_dir = self._make_module_dir()
+        self.module_dir = None if self.system_modules else self._make_module_dir()
         self.passwd_path = self._write_passwd()
         self.conf_path = os.path.join(self.tmp, "dovecot.conf")
         self._pick_ports()
