@@ -305,6 +305,7 @@ class Dovecot:
                    location is lmbox, else []
     plugin_settings  dict for the plugin { } section
     extra_conf     text appended to dovecot.conf
+    pop3_plugins   extra mail plugins of the pop3 protocol only (e.g. ["pop3_lmbox"])
     fast_login     Dovecot's high-performance login mode (service_count = 0,
                    process_min_avail) for pop3/imap, as benchmarks want
     builddir       build tree whose plugin/.libs and pop3/.libs are loaded
@@ -319,7 +320,8 @@ class Dovecot:
                  builddir=None, mail_debug=False, copy_modules=False,
                  protocols=("pop3", "imap", "lmtp"), tmp_parent=None,
                  keep_dir=None, require_plugin=None, verbose=False,
-                 fast_login=False, process_min_avail=2, system_modules=False):
+                 fast_login=False, process_min_avail=2, system_modules=False,
+                 pop3_plugins=()):
         self.mail_location = mail_location
         if isinstance(users, dict):
             self.users = users
@@ -339,6 +341,7 @@ class Dovecot:
         self.keep_dir = keep_dir
         self.verbose = verbose
         self.fast_login = fast_login
+        self.pop3_plugins = list(pop3_plugins)
         self.process_min_avail = process_min_avail
         if require_plugin is None:
             require_plugin = "lmbox" in self.mail_plugins or uses_lmbox(mail_location)
@@ -485,7 +488,7 @@ class Dovecot:
             for svc in ("pop3", "imap"):
                 a("service %s {\n  process_min_avail = %d\n}" % (svc, self.process_min_avail))
         a("protocol lmtp {\n  mail_plugins = $mail_plugins\n}")
-        a("protocol pop3 {\n  mail_plugins = $mail_plugins\n}")
+        a("protocol pop3 {\n  mail_plugins = $mail_plugins %s\n}" % " ".join(self.pop3_plugins))
         a("protocol imap {\n  mail_plugins = $mail_plugins\n}")
         if self.plugin_settings:
             a("plugin {\n%s\n}" % "\n".join("  %s = %s" % kv for kv in self.plugin_settings.items()))
@@ -527,6 +530,12 @@ class Dovecot:
     def _pick_ports(self):
         p = free_ports(4)
         self.ports = {"pop3": p[0], "imap": p[1], "lmtp": p[2], "doveadm": p[3]}
+        self.write_config()
+
+    def write_config(self):
+        """(Re)write dovecot.conf from the current attributes, e.g. after
+        setup() when a setting needs a path inside dc.tmp; takes effect at
+        the next start()/restart()."""
         with open(self.conf_path, "w") as f:
             f.write(self._conf_text(self.passwd_path))
         os.chmod(self.conf_path, 0o644)
