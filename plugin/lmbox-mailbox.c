@@ -119,9 +119,11 @@ lmbox_mailbox_alloc(struct mail_storage *storage, struct mailbox_list *list,
 
 	index_storage_mailbox_alloc(&mbox->box, vname, flags, MAIL_INDEX_PREFIX);
 
+	/* An in-memory index (INDEX=MEMORY, or index files that can't be
+	   written) is fine: the store has everything, a session just pays a
+	   walk of the folder at open. */
 	ibox = INDEX_STORAGE_CONTEXT(&mbox->box);
-	ibox->index_flags |= MAIL_INDEX_OPEN_FLAG_KEEP_BACKUPS |
-		MAIL_INDEX_OPEN_FLAG_NEVER_IN_MEMORY;
+	ibox->index_flags |= MAIL_INDEX_OPEN_FLAG_KEEP_BACKUPS;
 
 	mbox->storage = LMBOX_STORAGE(storage);
 	return &mbox->box;
