@@ -54,6 +54,7 @@ struct lmbox_env {
 struct lmbox_store {
 	struct lmbox_env *env;
 	pid_t pid;
+	unsigned int fork_gen;
 	char *dir, *seg_dir, *tmp_dir, *mdb_path;
 	struct lmbox_store_opts opts;
 	char errmsg[LMBOX_ERRMSG_SIZE];
@@ -170,6 +171,8 @@ int lmbox_grow_array(void *arrp, unsigned int *alloc, unsigned int need, size_t 
 
 /* lmbox-store.c */
 int lmbox_store_check_usable(struct lmbox_store *store, bool write);
+/* false in a child forked after the store was opened */
+bool lmbox_same_process(const struct lmbox_store *store);
 int lmbox_rtxn_begin(struct lmbox_store *store, MDB_txn **txn_r);
 void lmbox_maybe_grow_early(struct lmbox_store *store);
 int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context);

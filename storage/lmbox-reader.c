@@ -97,7 +97,7 @@ void lmbox_reader_end(struct lmbox_reader **_reader)
 		return;
 	*_reader = NULL;
 	/* after fork the transaction belongs to the parent's environment */
-	if (reader->store->pid == getpid() && reader->txn != NULL)
+	if (lmbox_same_process(reader->store) && reader->txn != NULL)
 		mdb_txn_abort(reader->txn);
 	lmbox_arena_free(reader);
 	free(reader);
@@ -321,7 +321,7 @@ void lmbox_msg_iter_deinit(struct lmbox_msg_iter **_iter)
 	if (iter == NULL)
 		return;
 	*_iter = NULL;
-	if (iter->reader->store->pid == getpid())
+	if (lmbox_same_process(iter->reader->store))
 		mdb_cursor_close(iter->cursor);
 	free(iter);
 }

@@ -23,6 +23,29 @@
 #  define NFS_SUPER_MAGIC 0x6969
 #endif
 
+/* Fork detection without a getpid() syscall on every call: a counter
+ * bumped in the child of every fork() (pthread_atfork). */
+static unsigned int lmbox_fork_gen;
+static pthread_once_t lmbox_atfork_once = PTHREAD_ONCE_INIT;
+static bool lmbox_atfork_ok;
+
+static void lmbox_atfork_child(void)
+{
+	__atomic_add_fetch(&lmbox_fork_gen, 1, __ATOMIC_RELAXED);
+}
+
+static void lmbox_atfork_init(void)
+{
+	lmbox_atfork_ok = pthread_atfork(NULL, NULL, lmbox_atfork_child) == 0;
+}
+
+bool lmbox_same_process(const struct lmbox_store *store)
+{
+	if (lmbox_atfork_ok)
+		return store->fork_gen == __atomic_load_n(&lmbox_fork_gen, __ATOMIC_RELAXED);
+	return store->pid == getpid();
+}
+
 static pthread_mutex_t lmbox_registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct lmbox_env *lmbox_registry;
 static __thread char lmbox_open_errmsg[LMBOX_ERRMSG_SIZE];
@@ -110,7 +133,7 @@ static int lmbox_mkdir_parents(struct lmbox_store *store, const char *path, mode
 
 int lmbox_store_check_usable(struct lmbox_store *store, bool write)
 {
-	if (store->pid != getpid()) {
+	if (!lmbox_same_process(store)) {
 		/* don't touch the parent's environment: not even errmsg
 		 * formatting needs more than this */
 		return lmbox_set_error(store, LMBOX_ERR_FORK,
@@ -614,7 +637,9 @@ int lmbox_store_open(const char *dir, const struct lmbox_store_opts *opts,
 			*errmsg_r = lmbox_open_errmsg;
 		return LMBOX_ERR_NOMEM;
 	}
+	pthread_once(&lmbox_atfork_once, lmbox_atfork_init);
 	store->pid = getpid();
+	store->fork_gen = __atomic_load_n(&lmbox_fork_gen, __ATOMIC_RELAXED);
 	lmbox_store_opts_init(&store->opts);
 	if (opts != NULL) {
 		store->opts = *opts;
@@ -675,7 +700,7 @@ void lmbox_store_close(struct lmbox_store **_store)
 		return;
 	*_store = NULL;
 	/* after fork the environment is the parent's: leave it alone */
-	if (store->pid == getpid())
+	if (lmbox_same_process(store))
 		lmbox_env_unref(store->env);
 	free(store->dir);
 	free(store->seg_dir);
