@@ -309,6 +309,9 @@ class Dovecot:
     fast_login     Dovecot's high-performance login mode (service_count = 0,
                    process_min_avail) for pop3/imap, as benchmarks want
     builddir       build tree whose plugin/.libs and pop3/.libs are loaded
+    host           the loopback address every listener and client uses
+                   (another 127.x address for several instances, tests/scaleout)
+    ports          fixed {"pop3","imap","lmtp","doveadm"} ports instead of free ones
     copy_modules   copy (not symlink) modules into the private module dir
     system_modules no private module dir and no mail_plugin_dir: Dovecot
                    loads its own module dir, e.g. an installed package's
@@ -321,7 +324,7 @@ class Dovecot:
                  protocols=("pop3", "imap", "lmtp"), tmp_parent=None,
                  keep_dir=None, require_plugin=None, verbose=False,
                  fast_login=False, process_min_avail=2, system_modules=False,
-                 pop3_plugins=()):
+                 pop3_plugins=(), host="127.0.0.1", ports=None):
         self.mail_location = mail_location
         if isinstance(users, dict):
             self.users = users
@@ -342,6 +345,10 @@ class Dovecot:
         self.verbose = verbose
         self.fast_login = fast_login
         self.pop3_plugins = list(pop3_plugins)
+        if not host.startswith("127."):
+            raise ValueError("lmboxtest listens on loopback (127.x) only, not %s" % host)
+        self.host = host
+        self.fixed_ports = dict(ports) if ports else None
         self.process_min_avail = process_min_avail
         if require_plugin is None:
             require_plugin = "lmbox" in self.mail_plugins or uses_lmbox(mail_location)
@@ -440,7 +447,7 @@ class Dovecot:
         a("state_dir = %s/state" % T)
         a("log_path = %s" % self.log_path)
         a("protocols = %s" % " ".join(self.protocols))
-        a("listen = 127.0.0.1")
+        a("listen = %s" % self.host)
         a("ssl = no")
         a("disable_plaintext_auth = no")
         a("auth_mechanisms = plain login")
@@ -467,14 +474,14 @@ class Dovecot:
           "  mailbox Sent {\n    special_use = \\Sent\n  }\n"
           "  mailbox Trash {\n    special_use = \\Trash\n  }\n}")
         nochroot = "" if os.geteuid() == 0 else "  chroot =\n"
-        a("service pop3-login {\n%s  inet_listener pop3 {\n    address = 127.0.0.1\n    port = %d\n  }\n"
-          "  inet_listener pop3s {\n    port = 0\n  }\n}" % (nochroot, self.ports["pop3"]))
-        a("service imap-login {\n%s  inet_listener imap {\n    address = 127.0.0.1\n    port = %d\n  }\n"
-          "  inet_listener imaps {\n    port = 0\n  }\n}" % (nochroot, self.ports["imap"]))
-        a("service lmtp {\n  inet_listener lmtp {\n    address = 127.0.0.1\n    port = %d\n  }\n}"
-          % self.ports["lmtp"])
-        a("service doveadm {\n  inet_listener {\n    address = 127.0.0.1\n    port = %d\n  }\n}"
-          % self.ports["doveadm"])
+        a("service pop3-login {\n%s  inet_listener pop3 {\n    address = %s\n    port = %d\n  }\n"
+          "  inet_listener pop3s {\n    port = 0\n  }\n}" % (nochroot, self.host, self.ports["pop3"]))
+        a("service imap-login {\n%s  inet_listener imap {\n    address = %s\n    port = %d\n  }\n"
+          "  inet_listener imaps {\n    port = 0\n  }\n}" % (nochroot, self.host, self.ports["imap"]))
+        a("service lmtp {\n  inet_listener lmtp {\n    address = %s\n    port = %d\n  }\n}"
+          % (self.host, self.ports["lmtp"]))
+        a("service doveadm {\n  inet_listener {\n    address = %s\n    port = %d\n  }\n}"
+          % (self.host, self.ports["doveadm"]))
         a("doveadm_password = %s" % DEFAULT_PASSWORD)
         if os.geteuid() != 0:
             for svc in ("anvil", "ipc", "old-stats", "aggregator", "director", "imap-urlauth-login",
@@ -528,8 +535,11 @@ class Dovecot:
         return self
 
     def _pick_ports(self):
-        p = free_ports(4)
-        self.ports = {"pop3": p[0], "imap": p[1], "lmtp": p[2], "doveadm": p[3]}
+        if self.fixed_ports:
+            self.ports = dict(self.fixed_ports)
+        else:
+            p = free_ports(4)
+            self.ports = {"pop3": p[0], "imap": p[1], "lmtp": p[2], "doveadm": p[3]}
         self.write_config()
 
     def write_config(self):
@@ -585,7 +595,7 @@ class Dovecot:
                     self._tail(self.log_path)))
             if not os.path.exists(pidfile):
                 return False
-            return all(port_open(self.ports[p]) for p in ("pop3", "imap", "lmtp")
+            return all(port_open(self.ports[p], self.host) for p in ("pop3", "imap", "lmtp")
                        if p in self.protocols)
         wait_until(ready, START_TIMEOUT, "dovecot to listen")
 
@@ -719,7 +729,7 @@ class Dovecot:
         """Deliver msg (bytes) to user over LMTP; raises on any failure."""
         rcpt = user if "@" in user else user + "@example.org"
         try:
-            with smtplib.LMTP("127.0.0.1", self.ports["lmtp"], timeout=timeout) as s:
+            with smtplib.LMTP(self.host, self.ports["lmtp"], timeout=timeout) as s:
                 s.ehlo("lmboxtest")
                 r = s.sendmail(sender, [rcpt], msg)
                 if r:
@@ -738,7 +748,7 @@ class Dovecot:
         """Like lmtp_deliver, but returns (code, text) of the DATA reply
         instead of raising."""
         rcpt = user if "@" in user else user + "@example.org"
-        s = smtplib.LMTP("127.0.0.1", self.ports["lmtp"], timeout=timeout)
+        s = smtplib.LMTP(self.host, self.ports["lmtp"], timeout=timeout)
         try:
             s.ehlo("lmboxtest")
             code, txt = s.mail(sender)
@@ -765,7 +775,7 @@ class Dovecot:
         if not data.endswith(b"\r\n"):
             data += b"\r\n"
         data = re.sub(rb"(?m)^\.", b"..", data)
-        s = smtplib.LMTP("127.0.0.1", self.ports["lmtp"], timeout=timeout)
+        s = smtplib.LMTP(self.host, self.ports["lmtp"], timeout=timeout)
         try:
             s.ehlo("lmboxtest")
             code, txt = s.mail(sender)
@@ -869,19 +879,58 @@ class Dovecot:
     # ---- clients ---------------------------------------------------------
 
     def pop3(self, user, timeout=NET_TIMEOUT):
-        p = poplib.POP3("127.0.0.1", self.ports["pop3"], timeout=timeout)
+        p = poplib.POP3(self.host, self.ports["pop3"], timeout=timeout)
         p.user(user)
         p.pass_(self.password(user))
         return p
 
     def raw_pop3(self, user=None):
-        r = RawPOP3(self.ports["pop3"])
+        r = RawPOP3(self.ports["pop3"], self.host)
         if user:
             r.login(user, self.password(user))
         return r
 
+    def pop3_login(self, user):
+        """Log in and learn whether the session really opened: returns
+        (answer, RawPOP3) with the client logged in and STAT's +OK answer, or
+        (answer, None) with the -ERR (or "(connection closed ...)") that came
+        instead.  Dovecot's login process says +OK to PASS; the pop3 process
+        can still refuse (mailbox unusable, LOGIN-DELAY) on its first line."""
+        r = self.raw_pop3()
+        r.ok("USER " + user)
+        resp = r.cmd("PASS " + self.password(user))
+        if not resp.startswith(b"+OK"):
+            r.close()
+            return resp, None
+        try:
+            st = r.cmd("STAT")
+        except (OSError, Failure) as e:
+            r.close()
+            return b"(connection closed: %s)" % str(e).encode(), None
+        if not st.startswith(b"+OK"):
+            r.close()
+            return st, None
+        return st, r
+
+    def pop3_by_message_id(self, user):
+        """{Message-ID: (UIDL, LIST size, RETR bytes)} of the user's POP3
+        view.  Ends without QUIT, so nothing changes."""
+        r = self.raw_pop3(user)
+        try:
+            lst, uidl = r.list(), r.uidl()
+            out = {}
+            for n in sorted(lst):
+                body = r.retr(n)
+                m = re.search(rb"(?im)^Message-ID: (<[^>]+>)", body)
+                if not m:
+                    raise Failure("POP3 message %d of %s has no Message-ID" % (n, user))
+                out[m.group(1)] = (uidl[n], lst[n], body)
+            return out
+        finally:
+            r.close()
+
     def imap(self, user, timeout=NET_TIMEOUT):
-        m = imaplib.IMAP4("127.0.0.1", self.ports["imap"], timeout=timeout)
+        m = imaplib.IMAP4(self.host, self.ports["imap"], timeout=timeout)
         m.login(user, self.password(user))
         return m
 
@@ -890,7 +939,7 @@ class Dovecot:
         curl = shutil.which("curl")
         if not curl:
             raise Skip("curl not installed")
-        url = "pop3://127.0.0.1:%d/%s" % (self.ports["pop3"], path)
+        url = "pop3://%s:%d/%s" % (self.host, self.ports["pop3"], path)
         r = subprocess.run([curl, "-s", "-S", "--max-time", "60", "-u",
                             "%s:%s" % (user, self.password(user)), *extra, url],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=CMD_TIMEOUT)

@@ -14,7 +14,6 @@ from lmboxtest import (Dovecot, Test, run, check_environment, msg, crlf, Failure
                        uses_lmbox, set_maildir_pop3_uidls)
 
 LOCATION = os.environ.get("LMBOX_IT_LOCATION", "lmbox:~/lmbox")
-MSGID_RE = re.compile(rb"(?im)^Message-ID: (<[^>]+>)")
 LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S", "\\Deleted": "T"}
 
 
@@ -30,19 +29,6 @@ def cli_ls(dc, root, folder=None):
         out[int(r[0])] = {"uidl": r[1], "vsize": int(r[2]), "psize": int(r[3]),
                           "flags": "" if r[5] == "-" else r[5], "keywords": sorted(r[8:])}
     return out
-
-
-def pop3_by_msgid(dc, user):
-    r = dc.raw_pop3(user)
-    try:
-        lst, uidl = r.list(), r.uidl()
-        out = {}
-        for n in sorted(lst):
-            body = r.retr(n)
-            out[MSGID_RE.search(body).group(1)] = (uidl[n], lst[n], body)
-        return out
-    finally:
-        r.close()   # no QUIT: nothing changes
 
 
 def main():
@@ -117,13 +103,13 @@ def main():
             dc.doveadm("mailbox", "create", "-u", "md", "Archive")
             dc.doveadm("copy", "-u", "md", "Archive", "mailbox", "INBOX", "uid", "5")
             dc.doveadm("flags", "add", "-u", "md", "\\Flagged \\Seen", "mailbox", "INBOX", "uid", "2")
-            src = pop3_by_msgid(dc, "md")
+            src = dc.pop3_by_message_id("md")
             t.check({v[0] for v in src.values()} >= set(legacy.values()), "maildir serves %r" % src)
         with t.case("lmbox import-maildir, then POP3 on the store = POP3 on the maildir (UIDLs, sizes, bytes)"):
             r = dc.lmbox_cli("import-maildir", os.path.join(dc.home("md"), "Maildir"), dc.mail_root("imp"),
                              check=False)
             t.check(r.returncode == 0, "import-maildir exited %d: %s" % (r.returncode, r.stderr.decode(errors="replace")))
-            got = pop3_by_msgid(dc, "imp")
+            got = dc.pop3_by_message_id("imp")
             t.eq(sorted(got), sorted(src), "messages")
             for k in src:
                 t.eq(got[k][0], src[k][0], "UIDL of %s" % k)

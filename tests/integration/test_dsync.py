@@ -28,21 +28,6 @@ SOURCE_MSGS = [
 LEGACY = {1: "legacy-0001", 2: "UID2-ab.cd_ef", 3: "0000000300000001", 4: "x" * 70, 5: "5!~#", 6: "arch-6"}
 
 
-def pop3_view(dc, user):
-    """{message-id: (uidl, LIST size, RETR bytes)} over POP3 (INBOX)."""
-    r = dc.raw_pop3(user)
-    try:
-        lst, uidl = r.list(), r.uidl()
-        out = {}
-        for n in sorted(lst):
-            body = r.retr(n)
-            mid = MSGID_RE.search(body).group(1)
-            out[mid] = (uidl[n], lst[n], body)
-        return out
-    finally:
-        r.close()   # no QUIT: the RETRs must not change anything
-
-
 def store_view(dc, user):
     """{mailbox: {message-id: (flags, size.physical, size.virtual, text)}} via doveadm."""
     boxes = sorted(dc.doveadm("mailbox", "list", "-u", user).stdout.split())
@@ -108,29 +93,29 @@ def main():
             set_maildir_pop3_uidls(dc, "md", LEGACY)
             dc.doveadm("flags", "add", "-u", "md", "\\Flagged $Legacy", "mailbox", "INBOX", "uid", "4")
             dc.doveadm("flags", "add", "-u", "md", "\\Seen \\Answered", "mailbox", "INBOX", "uid", "1")
-            pv = pop3_view(dc, "md")
+            pv = dc.pop3_by_message_id("md")
             served = sorted(v[0] for v in pv.values())
             want = sorted(LEGACY[i] for i in (1, 2, 3, 4, 5))
             t.check(set(want) <= set(served), "maildir serves %r, want legacy %r" % (served, want))
         with t.case("sdbox and mdbox sources made from it by doveadm backup (they keep the UIDLs)", required=True):
             for src, loc in (("sd", "sdbox"), ("mm", "mdbox")):
                 dc.doveadm("backup", "-u", "md", "%s:%s/%s" % (loc, dc.home(src), loc))
-                got = sorted(v[0] for v in pop3_view(dc, src).values())
-                t.eq(got, sorted(v[0] for v in pop3_view(dc, "md").values()), "%s UIDLs" % src)
+                got = sorted(v[0] for v in dc.pop3_by_message_id(src).values())
+                t.eq(got, sorted(v[0] for v in dc.pop3_by_message_id("md").values()), "%s UIDLs" % src)
         for src in ("md", "sd", "mm"):
             with t.case("%s: snapshot source (doveadm fetch per folder, POP3 UIDL/LIST/RETR)" % src, required=True):
-                sources[src] = (store_view(dc, src), pop3_view(dc, src))
+                sources[src] = (store_view(dc, src), dc.pop3_by_message_id(src))
             with t.case("%s -> %s: doveadm backup -u %s %s:~/%s" % (src, DRIVER, src, DRIVER, TARGET_DIR)):
                 dc.doveadm("backup", "-u", src, "%s:%s/%s" % (DRIVER, dc.home(src), TARGET_DIR))
             with t.case("%s: folders, bytes, sizes, flags identical in the copy" % src):
                 diff_views(sources[src][0], store_view(dc, src + "lm"), src)
             with t.case("%s: POP3 on the copy serves the source's UIDLs, sizes and bytes" % src):
-                diff_views(sources[src][1], pop3_view(dc, src + "lm"), src + " pop3")
+                diff_views(sources[src][1], dc.pop3_by_message_id(src + "lm"), src + " pop3")
         with t.case("doveadm sync (two-way): new mail on either side reaches the other"):
             dc.lmtp_deliver("mdlm", msg(50))
             dc.doveadm("save", "-u", "md", input=msg(51))
             dc.doveadm("sync", "-u", "md", "%s:%s/%s" % (DRIVER, dc.home("md"), TARGET_DIR))
-            a, b = pop3_view(dc, "md"), pop3_view(dc, "mdlm")
+            a, b = dc.pop3_by_message_id("md"), dc.pop3_by_message_id("mdlm")
             for u in ("md", "mdlm"):
                 f = dc.doveadm_fetch(u, "uid pop3.uidl hdr.message-id")
                 print("      %-4s after sync: %s" % (u, ", ".join(
@@ -144,7 +129,7 @@ def main():
         with t.case("doveadm backup from lmbox back to a fresh maildir: same text (CRLF form), flags, UIDLs"):
             dc.doveadm("backup", "-u", "mdlm", "maildir:%s/Maildir" % dc.home("back"))
             diff_views(crlf_view(store_view(dc, "mdlm")), crlf_view(store_view(dc, "back")), "back")
-            diff_views(pop3_view(dc, "mdlm"), pop3_view(dc, "back"), "back pop3")
+            diff_views(dc.pop3_by_message_id("mdlm"), dc.pop3_by_message_id("back"), "back pop3")
         with t.case("no Error/Panic/Fatal in Dovecot's log"):
             dc.assert_clean_log()
     t.done()

@@ -14,28 +14,6 @@ SYS_ERR = re.compile(rb"^-ERR \[SYS/(TEMP|PERM)\]")
 CAUSE = re.compile(r"Error:.*(Permission denied|EACCES|read-only|Read-only|EROFS|not writable)")
 
 
-def login_answer(dc, user):
-    """Log in; return the first answer that tells whether the mailbox opened:
-    PASS's reply if -ERR, else (Dovecot's pop3 opens INBOX after the login
-    process said +OK) the next line, STAT's reply or an unsolicited -ERR."""
-    r = dc.raw_pop3()
-    try:
-        r.ok("USER " + user)
-        resp = r.cmd("PASS " + dc.password(user))
-        if not resp.startswith(b"+OK"):
-            return resp
-        try:
-            r.sock.sendall(b"STAT\r\n")
-        except OSError:
-            pass
-        try:
-            return r.line()
-        except (OSError, Failure) as e:
-            return b"(connection closed: %s)" % str(e).encode()
-    finally:
-        r.close()
-
-
 def cores(dc):
     out = []
     for dp, dns, fns in os.walk(dc.tmp):
@@ -57,7 +35,9 @@ def main():
         with t.case("home not writable (mail root cannot be created): POP3 -> -ERR [SYS/TEMP|PERM] + Error line with the cause"):
             os.chmod(dc.home("noroot"), 0o500)
             dc.mark_log()
-            resp = login_answer(dc, "noroot")
+            resp, r = dc.pop3_login("noroot")
+            if r is not None:
+                r.close()
             t.check(SYS_ERR.match(resp), "login answered %r" % resp)
             try:
                 dc.wait_log(CAUSE.pattern)

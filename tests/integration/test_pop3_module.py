@@ -18,26 +18,6 @@ DAY = 86400
 T0 = 1800000000
 
 
-def login(dc, user):
-    """(first answer after PASS, RawPOP3 or None).  Dovecot's login process
-    says +OK, then the pop3 process either continues or sends -ERR."""
-    r = dc.raw_pop3()
-    r.ok("USER " + user)
-    resp = r.cmd("PASS " + dc.password(user))
-    if not resp.startswith(b"+OK"):
-        r.close()
-        return resp, None
-    try:
-        st = r.cmd("STAT")
-    except (OSError, Failure) as e:
-        r.close()
-        return b"(connection closed: %s)" % str(e).encode(), None
-    if not st.startswith(b"+OK"):
-        r.close()
-        return st, None
-    return st, r
-
-
 def main():
     check_environment()
     if not uses_lmbox(LOCATION):
@@ -66,53 +46,53 @@ def main():
             for i in range(1, 5):
                 dc.lmtp_deliver("alice", msg(i))
         with t.case("first login at T0 passes; a login at T0+10s gets -ERR [LOGIN-DELAY]"):
-            resp, r = login(dc, "alice")
+            resp, r = dc.pop3_login("alice")
             t.check(r is not None, "first login: %r" % resp)
             uidl0 = r.uidl()
             r.quit()
             set_clock(T0 + 10)
-            resp, r = login(dc, "alice")
+            resp, r = dc.pop3_login("alice")
             t.check(r is None and resp.startswith(b"-ERR [LOGIN-DELAY]"), "second login answered %r" % resp)
         with t.case("LOGIN-DELAY is per user: bob logs in at T0+10s"):
-            resp, r = login(dc, "bob")
+            resp, r = dc.pop3_login("bob")
             t.check(r is not None, "bob: %r" % resp)
             r.quit()
         with t.case("a login at T0+61s passes; RETR 1 and 2 (first retrieval at T0+61s), QUIT"):
             set_clock(T0 + 61)
-            resp, r = login(dc, "alice")
+            resp, r = dc.pop3_login("alice")
             t.check(r is not None, "login: %r" % resp)
             r.retr(1)
             r.retr(2)
             t.check(r.quit().startswith(b"+OK"), "QUIT")
         with t.case("3 days later: RETR 3, QUIT: nothing expires (7 days)"):
             set_clock(T0 + 61 + 3 * DAY)
-            resp, r = login(dc, "alice")
+            resp, r = dc.pop3_login("alice")
             t.check(r is not None, "login: %r" % resp)
             r.retr(3)
             r.quit()
             set_clock(T0 + 61 + 3 * DAY + 120)
-            resp, r = login(dc, "alice")
+            resp, r = dc.pop3_login("alice")
             t.eq(r.uidl(), uidl0, "UIDLs")
             r.quit()
         with t.case("8 days after the first RETR, a dropped session expires nothing"):
             set_clock(T0 + 61 + 8 * DAY)
-            resp, r = login(dc, "alice")
+            resp, r = dc.pop3_login("alice")
             t.check(r is not None, "login: %r" % resp)
             dc.mark_log()
             r.drop()
             dc.wait_log(r"pop3\(alice\).*Disconnected")
             set_clock(T0 + 61 + 8 * DAY + 120)
-            resp, r = login(dc, "alice")
+            resp, r = dc.pop3_login("alice")
             t.eq(r.uidl(), uidl0, "UIDLs after a dropped session")
             r.close()
         with t.case("a session's QUIT 8 days later expires messages 1 and 2 together with DELE 4"):
             set_clock(T0 + 61 + 8 * DAY + 240)
-            resp, r = login(dc, "alice")
+            resp, r = dc.pop3_login("alice")
             t.check(r is not None, "login: %r" % resp)
             r.ok("DELE 4")
             t.check(r.quit().startswith(b"+OK"), "QUIT")
             set_clock(T0 + 61 + 8 * DAY + 360)
-            resp, r = login(dc, "alice")
+            resp, r = dc.pop3_login("alice")
             t.check(r is not None, "login: %r" % resp)
             t.eq(list(r.uidl().values()), [uidl0[3]], "remaining UIDLs (only message 3)")
             r.quit()
