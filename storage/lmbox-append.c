@@ -170,7 +170,9 @@ static int lmbox_append_emit(struct lmbox_append *append, const void *data, size
 
 	if (size == 0)
 		return 0;
-	if (msg->spill_fd < 0 && append->out_len + size <= LMBOX_SPILL_THRESHOLD) {
+	if (msg->spill_fd < 0 && append->out_len + size <= LMBOX_SPILL_THRESHOLD &&
+	    (append->txn == NULL ||
+	     append->txn->mem_bytes + append->out_len + size <= LMBOX_TXN_MEM_MAX)) {
 		if (append->out_len + size > append->out_alloc) {
 			size_t new_alloc = append->out_alloc == 0 ? 4096 : append->out_alloc;
 			unsigned char *p;
@@ -367,6 +369,8 @@ int lmbox_append_finish(struct lmbox_append **_append)
 	append->msg = NULL;
 	ret = (int)op.seq;
 	append->txn->seq_count++;
+	if (msg->spill_fd < 0)
+		append->txn->mem_bytes += msg->stored_size;
 out:
 	lmbox_append_free(append);
 	return ret;

@@ -18,6 +18,8 @@
 #define LMBOX_DEFAULT_COMPRESS_LEVEL 6
 /* An append keeps its compressed bytes in memory up to this, then spills. */
 #define LMBOX_SPILL_THRESHOLD (1024 * 1024)
+/* ... and a transaction keeps at most this much in memory in all. */
+#define LMBOX_TXN_MEM_MAX (16 * 1024 * 1024)
 /* Raw bytes kept to store small incompressible messages raw. */
 #define LMBOX_RAW_KEEP_MAX (256 * 1024)
 #define LMBOX_IO_CHUNK (64 * 1024)
@@ -150,6 +152,7 @@ struct lmbox_txn {
 	struct lmbox_op *ops;
 	unsigned int op_count, op_alloc;
 	unsigned int seq_count;
+	size_t mem_bytes;              /* finished appends' bytes in memory */
 	struct lmbox_append *appends;  /* unfinished appends */
 	/* filled by the commit */
 	uint32_t *uids;

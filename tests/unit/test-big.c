@@ -96,6 +96,51 @@ static void big_round_trip(struct lmbox_store *store, const char *tmpdir,
 	free(buf);
 }
 
+/* Many mid-size messages in one transaction: past 16 MiB in memory they
+ * spill, and all of them come back. */
+static void many_in_one_txn(struct lmbox_store *store)
+{
+	enum { N = 30, SIZE = 900 * 1024 };
+	struct lmbox_txn *txn;
+	struct lmbox_append *append;
+	struct lmbox_commit_result result;
+	struct lmbox_reader *reader;
+	struct lmbox_msg_meta meta;
+	unsigned char *buf = malloc(SIZE), *data;
+	size_t size;
+	uint32_t f;
+
+	CHECK_OK(store, lmbox_folder_create(store, "many", 0, NULL, &f));
+	CHECK_OK(store, lmbox_txn_begin(store, &txn));
+	for (int i = 0; i < N; i++) {
+		uint32_t x = (uint32_t)i + 1;
+		for (size_t j = 0; j < SIZE; j++) {
+			x = x * 1103515245 + 12345;
+			buf[j] = (unsigned char)(x >> 16);
+		}
+		CHECK_OK(store, lmbox_append_begin(txn, f, NULL, &append));
+		CHECK_OK(store, lmbox_append_write(append, buf, SIZE));
+		CHECK(lmbox_append_finish(&append) == i);
+	}
+	CHECK_OK(store, lmbox_txn_commit(&txn, &result));
+	CHECK(result.uid_count == N);
+	lmbox_commit_result_free(&result);
+	CHECK_OK(store, lmbox_reader_begin(store, &reader));
+	for (int i = 0; i < N; i += 7) {
+		uint32_t x = (uint32_t)i + 1;
+		for (size_t j = 0; j < SIZE; j++) {
+			x = x * 1103515245 + 12345;
+			buf[j] = (unsigned char)(x >> 16);
+		}
+		CHECK_OK(store, lmbox_reader_msg(reader, f, (uint32_t)i + 1, &meta));
+		CHECK_OK(store, lmbox_body_read_all(store, &meta, &data, &size));
+		CHECK(size == SIZE && memcmp(data, buf, SIZE) == 0);
+		free(data);
+	}
+	lmbox_reader_end(&reader);
+	free(buf);
+}
+
 int main(void)
 {
 	struct lmbox_store_opts opts;
@@ -112,6 +157,8 @@ int main(void)
 
 	store = test_open("big", LMBOX_OPEN_CREATE);
 	big_round_trip(store, test_path("big/tmp"), data, BIG_SIZE, crlf_len);
+	many_in_one_txn(store);
+	CHECK(dir_entries(test_path("big/tmp")) == 0);
 
 	/* over the limit: refused before any byte is looked at */
 	CHECK_OK(store, lmbox_folder_lookup(store, "INBOX", &(struct lmbox_folder_info){0}));
