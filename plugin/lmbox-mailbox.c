@@ -477,6 +477,78 @@ lmbox_mailbox_get_metadata(struct mailbox *box,
 	return 0;
 }
 
+/* The mailbox list index caches STATUS of mailboxes that aren't open.
+   Its record also keeps the store change_counter the mailbox index
+   mirrored, so that changes made to the store alone (lmbox CLI) show. */
+#define LMBOX_LIST_EXT_NAME "lmbox-list"
+
+static uint32_t lmbox_list_ext_id(struct mail_index *list_index)
+{
+	return mail_index_ext_register(list_index, LMBOX_LIST_EXT_NAME, 0,
+				       sizeof(uint64_t), sizeof(uint64_t));
+}
+
+static int
+lmbox_list_index_has_changed(struct mailbox *box,
+			     struct mail_index_view *list_view,
+			     uint32_t seq, bool quick, const char **reason_r)
+{
+	struct lmbox_storage *storage = LMBOX_STORAGE(box->storage);
+	struct lmbox_folder_info info;
+	const void *data;
+	uint64_t counter;
+	bool expunged;
+	int ret;
+
+	ret = index_storage_list_index_has_changed(box, list_view, seq,
+						   quick, reason_r);
+	if (ret != 0)
+		return ret;
+	mail_index_lookup_ext(list_view, seq,
+			      lmbox_list_ext_id(list_view->index),
+			      &data, &expunged);
+	if (data == NULL) {
+		*reason_r = "lmbox store counter not recorded";
+		return 1;
+	}
+	memcpy(&counter, data, sizeof(counter));
+	if (lmbox_storage_open_store(storage) < 0)
+		return -1;
+	ret = lmbox_folder_lookup(storage->store, box->name, &info);
+	if (ret == LMBOX_ERR_NOTFOUND || (ret == 0 &&
+					  info.change_counter != counter)) {
+		*reason_r = "lmbox store changed";
+		return 1;
+	}
+	if (ret < 0) {
+		lmbox_storage_set_error(box->storage, ret, "looking up folder");
+		return -1;
+	}
+	return 0;
+}
+
+static void
+lmbox_list_index_update_sync(struct mailbox *box,
+			     struct mail_index_transaction *trans,
+			     uint32_t seq)
+{
+	struct lmbox_mailbox *mbox = LMBOX_MAILBOX(box);
+	struct lmbox_index_header hdr;
+	struct mail_index_view *view;
+
+	index_storage_list_index_update_sync(box, trans, seq);
+	if (!box->opened || box->index == NULL)
+		return;
+	view = mail_index_view_open(box->index);
+	if (lmbox_read_index_header(mbox, view, &hdr) > 0) {
+		mail_index_update_ext(trans, seq,
+			lmbox_list_ext_id(mail_index_view_get_index(
+				mail_index_transaction_get_view(trans))),
+			&hdr.change_counter, NULL);
+	}
+	mail_index_view_close(&view);
+}
+
 static void lmbox_notify_changes(struct mailbox *box)
 {
 	const char *dir, *path;
@@ -514,8 +586,8 @@ struct mailbox lmbox_mailbox = {
 		.attribute_iter_init = index_storage_attribute_iter_init,
 		.attribute_iter_next = index_storage_attribute_iter_next,
 		.attribute_iter_deinit = index_storage_attribute_iter_deinit,
-		.list_index_has_changed = index_storage_list_index_has_changed,
-		.list_index_update_sync = index_storage_list_index_update_sync,
+		.list_index_has_changed = lmbox_list_index_has_changed,
+		.list_index_update_sync = lmbox_list_index_update_sync,
 		.sync_init = lmbox_storage_sync_init,
 		.sync_next = index_mailbox_sync_next,
 		.sync_deinit = index_mailbox_sync_deinit,
