@@ -20,7 +20,6 @@ Command line:
 """
 import atexit
 import contextlib
-import errno
 import imaplib
 import glob
 import os
@@ -35,7 +34,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 

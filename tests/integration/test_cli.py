@@ -10,8 +10,8 @@ path `lmbox import-maildir`: Dovecot then serves the imported store with
 the maildir's UIDLs (P fields and default ones), sizes, bytes and flags."""
 import os, re, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lmboxtest import (Dovecot, Test, run, check_environment, msg, crlf, Failure, Skip,
-                       uses_lmbox, set_maildir_pop3_uidls)
+from lmboxtest import (Dovecot, Test, run, check_environment, msg, Skip, uses_lmbox,
+                       set_maildir_pop3_uidls)
 
 LOCATION = os.environ.get("LMBOX_IT_LOCATION", "lmbox:~/lmbox")
 LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S", "\\Deleted": "T"}

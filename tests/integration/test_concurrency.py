@@ -4,7 +4,7 @@ deliver to one user while one POP3 session loop reads everything and deletes
 some (DELE + QUIT) and another only reads (STAT/LIST/UIDL).  Afterwards:
 every delivered message is there exactly once unless a committed QUIT
 deleted it, a UIDL always names the same message, no errors in the log."""
-import os, re, sys, threading, time
+import os, re, sys, threading
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lmboxtest import Dovecot, Test, run, check_environment, Failure
 

@@ -6,7 +6,7 @@ create/rename/delete/list; force-resync; quota recalc/get with the quota
 plugin's count backend, and quota enforcement at delivery."""
 import os, re, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lmboxtest import Dovecot, Test, run, check_environment, msg, crlf, uses_lmbox, Failure
+from lmboxtest import Dovecot, Test, run, check_environment, msg, crlf, uses_lmbox
 
 LOCATION = os.environ.get("LMBOX_IT_LOCATION", "lmbox:~/lmbox")
 

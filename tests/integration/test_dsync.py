@@ -7,7 +7,7 @@ After the migration, the lmbox copy serves the same folders, bytes (doveadm
 fetch text, POP3 RETR), sizes, flags and the POP3 UIDLs the source served.
 Then two-way `doveadm sync` carries new mail both ways, and `doveadm backup`
 from lmbox back to a fresh maildir gives the same bytes and UIDLs again."""
-import os, re, sys, glob
+import os, re, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lmboxtest import Dovecot, Test, run, check_environment, msg, crlf, Failure, set_maildir_pop3_uidls
 

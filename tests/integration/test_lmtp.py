@@ -6,7 +6,7 @@ dovecot-lda -m into a folder (autocreated).  Every copy is independent: same
 bytes and size for all, a deletion at one recipient leaves the others alone."""
 import os, re, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lmboxtest import Dovecot, Test, run, check_environment, msg, crlf, Failure
+from lmboxtest import Dovecot, Test, run, check_environment, msg, crlf
 
 LOCATION = os.environ.get("LMBOX_IT_LOCATION", "lmbox:~/lmbox")
 USERS = ("alice", "bob", "carol")

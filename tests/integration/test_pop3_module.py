@@ -11,7 +11,7 @@ test clock (lmbox_pop3_test_clock_file):
 - users whose sessions do not use the module are unaffected."""
 import os, re, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lmboxtest import Dovecot, Test, run, check_environment, msg, Failure, Skip, uses_lmbox
+from lmboxtest import Dovecot, Test, run, check_environment, msg, Skip, uses_lmbox
 
 LOCATION = os.environ.get("LMBOX_IT_LOCATION", "lmbox:~/lmbox")
 DAY = 86400

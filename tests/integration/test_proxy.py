@@ -6,7 +6,7 @@ the backend serves (STAT, LIST, UIDL, RETR octets, IMAP FETCH), and a
 DELE+QUIT through the proxy commits on the backend."""
 import os, re, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lmboxtest import Dovecot, Test, run, check_environment, msg, Failure
+from lmboxtest import Dovecot, Test, run, check_environment, msg
 
 LOCATION = os.environ.get("LMBOX_IT_LOCATION", "lmbox:~/lmbox")
 

@@ -5,7 +5,7 @@ POP3 LIST = RETR octets, RETR/IMAP BODY[]/doveadm text equal the delivered
 bytes, and the store holds no gzip stream (lmbox cat shows plain text)."""
 import os, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lmboxtest import Dovecot, Test, run, check_environment, msg, crlf, uses_lmbox, Failure
+from lmboxtest import Dovecot, Test, run, check_environment, msg, crlf, uses_lmbox
 
 LOCATION = os.environ.get("LMBOX_IT_LOCATION", "lmbox:~/lmbox")
 
