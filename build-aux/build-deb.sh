@@ -35,6 +35,7 @@ esac
 echo "build-deb.sh: building lmbox $version in $tree"
 ( cd "$tree" && dpkg-buildpackage -us -uc -b )
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 rm -f "$out"/dovecot-lmbox_* "$out"/dovecot-lmbox-dbgsym_* "$out"/lmbox_*
 found=0
 for f in "$work"/*.deb "$work"/*.ddeb "$work"/*.changes "$work"/*.buildinfo; do
