@@ -1,0 +1,204 @@
+/*
+ * lmbox-lmdb.c: LMDB transactions as the library uses them.  Read
+ * transactions adopt a map grown by another process; lmbox_write() runs a
+ * caller's function inside one write transaction, grows the map (doubling,
+ * up to map_max) on MDB_MAP_FULL and replays the function, then commits
+ * and gives back the space of what the commit killed.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lmbox-private.h"
+
+/* Adopt a map size grown by another process.  Safe with read
+ * transactions open as long as nothing holds a pointer into the old map:
+ * readers copy what they hand out, iterators re-seek (map_gen). */
+static int lmbox_adopt_map(struct lmbox_store *store)
+{
+	struct lmbox_env *env = store->env;
+	MDB_envinfo info;
+	int rc;
+
+	if (env->map_pins > 0) {
+		return lmbox_set_error(store, LMBOX_ERR_BUSY,
+			"%s: map was grown by another process and cannot be remapped "
+			"during a check", store->mdb_path);
+	}
+	if ((rc = mdb_env_set_mapsize(env->env, 0)) != 0)
+		return lmbox_set_mdb_error(store, rc, "%s: mdb_env_set_mapsize(0) failed", store->mdb_path);
+	env->map_gen++;
+	mdb_env_info(env->env, &info);
+	env->map_size = info.me_mapsize;
+	return 0;
+}
+
+int lmbox_rtxn_begin(struct lmbox_store *store, MDB_txn **txn_r)
+{
+	int rc, ret;
+
+	for (int attempt = 0; ; attempt++) {
+		rc = mdb_txn_begin(store->env->env, NULL, MDB_RDONLY, txn_r);
+		if (rc == 0)
+			return 0;
+		if (rc != MDB_MAP_RESIZED || attempt > 0)
+			break;
+		if ((ret = lmbox_adopt_map(store)) < 0)
+			return ret;
+	}
+	return lmbox_set_mdb_error(store, rc, "%s: cannot begin read transaction",
+				   store->mdb_path);
+}
+
+int lmbox_meta_get_u32(struct lmbox_store *store, MDB_txn *txn, const char *key,
+		       uint32_t *value_r)
+{
+	MDB_val k = { strlen(key), (void *)key }, v;
+	int rc;
+
+	rc = mdb_get(txn, store->env->dbi_meta, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return LMBOX_ERR_NOTFOUND;
+	if (rc != 0)
+		return lmbox_set_mdb_error(store, rc, "%s: reading meta %s", store->mdb_path, key);
+	if (lmbox_u32_decode(v.mv_data, v.mv_size, value_r) < 0)
+		return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+			"%s: meta %s has bad length %zu", store->mdb_path, key, v.mv_size);
+	return 0;
+}
+
+int lmbox_meta_put_u32(struct lmbox_store *store, MDB_txn *txn, const char *key,
+		       uint32_t value)
+{
+	unsigned char buf[4];
+	MDB_val k = { strlen(key), (void *)key }, v = { 4, buf };
+	int rc;
+
+	lmbox_put_le32(buf, value);
+	if ((rc = mdb_put(txn, store->env->dbi_meta, &k, &v, 0)) != 0)
+		return lmbox_set_mdb_error(store, rc, "%s: writing meta %s", store->mdb_path, key);
+	return 0;
+}
+
+static uint64_t lmbox_map_used(struct lmbox_env *env)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+
+	if (mdb_env_info(env->env, &info) != 0 || mdb_env_stat(env->env, &st) != 0)
+		return 0;
+	return (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
+}
+
+/* Double the map (at least to twice what is used), up to map_max. */
+static int lmbox_grow_map(struct lmbox_store *store)
+{
+	struct lmbox_env *env = store->env;
+	uint64_t used = lmbox_map_used(env), new_size;
+	MDB_envinfo info;
+	int rc;
+
+	if (env->map_pins > 0) {
+		return lmbox_set_error(store, LMBOX_ERR_MAPFULL,
+			"%s: LMDB map is full (%llu bytes) and cannot grow during a check",
+			store->mdb_path, (unsigned long long)env->map_size);
+	}
+	new_size = env->map_size * 2;
+	if (new_size < used * 2)
+		new_size = used * 2;
+	new_size = (new_size + (1 << 20) - 1) & ~(uint64_t)((1 << 20) - 1);
+	if (new_size > store->opts.map_max)
+		new_size = store->opts.map_max;
+	if (new_size <= env->map_size) {
+		return lmbox_set_error(store, LMBOX_ERR_MAPFULL,
+			"%s: LMDB map is full at its maximum of %llu bytes (map_max)",
+			store->mdb_path, (unsigned long long)store->opts.map_max);
+	}
+	if ((rc = mdb_env_set_mapsize(env->env, new_size)) != 0) {
+		return lmbox_set_mdb_error(store, rc, "%s: growing map to %llu bytes",
+			store->mdb_path, (unsigned long long)new_size);
+	}
+	env->map_gen++;
+	/* LMDB rounds up to what the file already uses */
+	env->map_size = mdb_env_info(env->env, &info) == 0 ? info.me_mapsize : new_size;
+	return 0;
+}
+
+/* Grow before the map is half full, so commits rarely meet MAP_FULL. */
+void lmbox_maybe_grow_early(struct lmbox_store *store)
+{
+	struct lmbox_env *env = store->env;
+	MDB_envinfo info;
+
+	if (env->map_pins > 0 || mdb_env_info(env->env, &info) != 0)
+		return;
+	env->map_size = info.me_mapsize;
+	if (env->map_size < store->opts.map_max && lmbox_map_used(env) > env->map_size / 2)
+		(void)lmbox_grow_map(store);
+}
+
+static void lmbox_wctx_init(struct lmbox_wctx *ctx, struct lmbox_store *store)
+{
+	memset(ctx, 0, sizeof(*ctx));
+	ctx->store = store;
+	ctx->cur_fd = -1;
+}
+
+/* Run fn inside one LMDB write transaction and commit it.  fn must be a
+ * pure function of its context and the database: on MDB_MAP_FULL the
+ * transaction is aborted, the map doubled and fn called again. */
+int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
+{
+	struct lmbox_wctx ctx;
+	int rc, ret;
+
+	if ((ret = lmbox_store_check_usable(store, true)) < 0)
+		return ret;
+	for (int attempt = 0; ; attempt++) {
+		lmbox_maybe_grow_early(store);
+		lmbox_wctx_init(&ctx, store);
+		rc = mdb_txn_begin(store->env->env, NULL, 0, &ctx.txn);
+		if (rc == MDB_MAP_RESIZED && attempt < 3) {
+			if ((ret = lmbox_adopt_map(store)) < 0)
+				return ret;
+			continue;
+		}
+		if (rc != 0) {
+			return lmbox_set_mdb_error(store, rc,
+				"%s: cannot begin write transaction", store->mdb_path);
+		}
+		ret = fn(&ctx, context);
+		if (ret == 0)
+			ret = lmbox_reclaim_forget_done(&ctx);
+		if (ret == 0)
+			ret = lmbox_wseg_flush(&ctx);
+		if (ret == 0) {
+			rc = mdb_txn_commit(ctx.txn);
+			ctx.txn = NULL;
+			if (rc != 0) {
+				ret = lmbox_set_mdb_error(store, rc, "%s: commit failed",
+							  store->mdb_path);
+			}
+		}
+		if (ctx.txn != NULL) {
+			mdb_txn_abort(ctx.txn);
+			ctx.txn = NULL;
+		}
+		if (ret == LMBOX_ERR_MAPFULL && attempt < 32) {
+			/* the errmsg of a failed grow replaces the MAP_FULL one */
+			if (lmbox_grow_map(store) == 0) {
+				lmbox_wctx_free(&ctx);
+				continue;
+			}
+		}
+		break;
+	}
+	/* LMBOX_TEST_NO_RECLAIM: tests simulate a crash right after commit */
+	if (ret == 0)
+		store->env->reclaim_done_count = 0;
+	if (ret == 0 && ctx.reclaim_count > 0 && getenv("LMBOX_TEST_NO_RECLAIM") == NULL) {
+		lmbox_reclaim_run(store, ctx.reclaims, ctx.reclaim_count);
+		lmbox_auto_compact(store, ctx.reclaims, ctx.reclaim_count);
+	}
+	lmbox_wctx_free(&ctx);
+	return ret;
+}
