@@ -197,6 +197,10 @@ int lmbox_save_begin(struct mail_save_context *_ctx, struct istream *input)
 		ctx->have_pop3_orders = TRUE;
 	opts.flags = mdata->flags & MAIL_FLAGS_NONRECENT;
 	opts.uid = mdata->uid;
+	if (mdata->uid != 0) {
+		e_debug(box->event, "lmbox: Saving with wanted UID %u",
+			mdata->uid);
+	}
 
 	T_BEGIN {
 		if (mdata->keywords != NULL && mdata->keywords->count > 0)
