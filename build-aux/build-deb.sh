@@ -32,6 +32,8 @@ case " ${DEB_BUILD_OPTIONS:-} " in
 *" parallel="*) ;;
 *) DEB_BUILD_OPTIONS="${DEB_BUILD_OPTIONS:+$DEB_BUILD_OPTIONS }parallel=$jobs"; export DEB_BUILD_OPTIONS ;;
 esac
+# not an outer make's jobserver or flags (make deb, make check)
+unset MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES
 echo "build-deb.sh: building lmbox $version in $tree"
 ( cd "$tree" && dpkg-buildpackage -us -uc -b )
 mkdir -p "$out"

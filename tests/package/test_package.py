@@ -282,11 +282,9 @@ def body(t, work, out, state):
         state["plugin_block"] = on[first:on.index("\n}\n", first) + 3]
 
     # The private Dovecot: system module dir, the snippet's plugin settings.
-    pop3_mod = [so for so in expected_so if so.startswith("lib20_pop3_")]
+    pop3_plugins = [so[len("lib20_"):-len("_plugin.so")] for so in expected_so
+                    if so.startswith("lib20_pop3_")]
     extra = state.get("plugin_block", "")
-    if pop3_mod:
-        name = pop3_mod[0][len("lib20_"):-len("_plugin.so")]
-        extra += "\nprotocol pop3 {\n  mail_plugins = $mail_plugins %s\n}\n" % name
     keep = os.path.join(work, "dovecot")
     msgs = [msg(i, body=b"packaged lmbox %d\r\n" % i + b"x" * (i * 700) + b"\r\n") for i in range(1, 4)]
     seen = {}
@@ -316,7 +314,7 @@ def body(t, work, out, state):
 
     with t.case("private Dovecot without mail_plugin_dir: LMTP in, POP3 out of lmbox", required=True):
         with Dovecot(mail_location="lmbox:~/lmbox", users=("alice",), system_modules=True,
-                     keep_dir=keep, extra_conf=extra) as dc:
+                     keep_dir=keep, extra_conf=extra, pop3_plugins=pop3_plugins) as dc:
             seen["uidl"] = serve(dc, deliver=True)
             dc.assert_clean_log()
             state["root"] = dc.mail_root("alice")
@@ -341,7 +339,7 @@ def body(t, work, out, state):
     with t.case("installed again, the same store is served as before; purged again"):
         sh(["apt-get", "install"] + APT_OPTS + [os.path.abspath(deb)], env=APT_ENV)
         with Dovecot(mail_location="lmbox:~/lmbox", users=("alice",), system_modules=True,
-                     keep_dir=keep, extra_conf=extra) as dc:
+                     keep_dir=keep, extra_conf=extra, pop3_plugins=pop3_plugins) as dc:
             t.eq(serve(dc, deliver=False), seen["uidl"], "UIDLs after reinstall")
             dc.assert_clean_log()
         purge()
