@@ -15,6 +15,10 @@
  *     pop3-lmbox-retention.c), so nothing in the mailbox changes and the
  *     refusal costs no walk over the messages.  pop3.last_login keeps the
  *     last successful login.
+ * Without a delay nothing needs the login time before the session ends, so
+ * it is written then, after pop3 has answered QUIT: the bookkeeping costs a
+ * login nothing (a session killed with SIGKILL leaves it unrecorded).  With
+ * a delay it is written at login, one small LMDB commit before "+OK".
  * Two logins at the same instant may both pass: the store has no
  * compare-and-set, and a login costs one small LMDB commit, no lock.
  */
@@ -81,6 +85,22 @@ static void pop3_lmbox_login_refuse(struct pop3_lmbox_client *pclient,
 						pclient);
 }
 
+static void pop3_lmbox_login_record(struct pop3_lmbox_client *pclient)
+{
+	int64_t now = pclient->login_time;
+
+	pclient->login_time = 0;
+	if (now <= 0 || pclient->store == NULL)
+		return;
+	if (lmbox_store_set_u64(pclient->store, POP3_LMBOX_LAST_LOGIN,
+				(uint64_t)now) < 0) {
+		e_error(pclient->client->user->event,
+			"pop3_lmbox: Writing %s failed: %s",
+			POP3_LMBOX_LAST_LOGIN,
+			lmbox_store_errmsg(pclient->store));
+	}
+}
+
 void pop3_lmbox_login_check(struct pop3_lmbox_client *pclient,
 			    struct lmbox_store *store)
 {
@@ -107,21 +127,19 @@ void pop3_lmbox_login_check(struct pop3_lmbox_client *pclient,
 			return;
 		}
 	}
-	if (now > 0) {
-		ret = lmbox_store_set_u64(store, POP3_LMBOX_LAST_LOGIN,
-					  (uint64_t)now);
-		if (ret < 0) {
-			e_error(user->event, "pop3_lmbox: Writing %s failed: %s",
-				POP3_LMBOX_LAST_LOGIN,
-				lmbox_store_errmsg(store));
-		}
-	}
+	pclient->store = store;
+	pclient->login_time = now;
+	if (pclient->login_delay_secs > 0)
+		pop3_lmbox_login_record(pclient);
 	pop3_lmbox_login_release(pclient);
 }
 
 void pop3_lmbox_login_deinit(struct pop3_lmbox_client *pclient)
 {
 	timeout_remove(&pclient->to_refused);
+	/* the user (and so the store) is still there */
+	if (!pclient->refused)
+		pop3_lmbox_login_record(pclient);
 	if (pclient->real_output == NULL)
 		return;
 	if (pclient->refused)

@@ -41,7 +41,12 @@ struct pop3_lmbox_client {
 	buffer_t *held;
 	struct timeout *to_refused;
 
-	/* the session's INBOX store and folder, set when it is opened */
+	/* without LOGIN-DELAY, the login time is written when the session
+	   ends (off the client's way); the store stays open until then */
+	struct lmbox_store *store;
+	int64_t login_time;
+
+	/* the session's INBOX, set when it is allocated */
 	struct mailbox *box;
 	/* RETRs of this session not written to the store yet */
 	ARRAY(struct pop3_lmbox_retr) retrs;
