@@ -136,6 +136,8 @@ struct lmbox_sync_context {
 	/* store change_counter and next_uid as of the reconcile */
 	uint64_t change_counter;
 	uint32_t store_next_uid;
+	/* store change_counter right before this sync's own store commit */
+	uint64_t pre_commit_counter;
 	/* store messages appended to the index by this sync */
 	unsigned int added;
 	/* the extension header as this sync will leave it */

@@ -178,6 +178,7 @@ lmbox_sync_apply_records(struct lmbox_sync_context *ctx, bool *committed_r)
 		mail_index_get_keywords(box->index);
 	struct mail_index_sync_rec rec;
 	struct lmbox_txn *txn = NULL;
+	struct lmbox_folder_info pre;
 	const char *kws[2] = { NULL, NULL };
 	uint32_t seq, seq1, seq2, uid;
 	uint8_t add, remove;
@@ -246,6 +247,12 @@ lmbox_sync_apply_records(struct lmbox_sync_context *ctx, bool *committed_r)
 		lmbox_txn_abort(&txn);
 		return 0;
 	}
+	/* the counter right before our commit tells whether the store
+	   changed beyond it (see lmbox_sync_reconcile) */
+	if (lmbox_folder_get(mbox->storage->store, mbox->folder_id, &pre) == 0)
+		ctx->pre_commit_counter = pre.change_counter;
+	else
+		ctx->pre_commit_counter = (uint64_t)-1;
 	if ((ret = lmbox_txn_commit(&txn, NULL)) < 0) {
 		lmbox_storage_set_error(box->storage, ret,
 			t_strdup_printf("committing changes of %s", box->vname));
@@ -313,6 +320,7 @@ lmbox_sync_reconcile(struct lmbox_sync_context *ctx, bool committed,
 	struct lmbox_msg_iter *iter;
 	struct lmbox_msg_meta meta;
 	uint32_t seq, count, iuid, next_uid;
+	bool unchanged;
 	int ret, have;
 
 	*rebuild_r = FALSE;
@@ -337,9 +345,19 @@ lmbox_sync_reconcile(struct lmbox_sync_context *ctx, bool committed,
 		*rebuild_r = TRUE;
 		return 0;
 	}
+	/* Nothing to walk if the store is where the index left it, give or
+	   take our own commit: the index mirrored the store right before it
+	   (a commit that changed nothing effective leaves the counter). */
+	if (!committed)
+		unchanged = info.change_counter == hdr.change_counter;
+	else {
+		unchanged = hdr.change_counter == ctx->pre_commit_counter &&
+			(info.change_counter == ctx->pre_commit_counter ||
+			 info.change_counter == ctx->pre_commit_counter + 1);
+	}
 	if (ihdr->uid_validity == info.uidvalidity &&
 	    hdr.folder_id == info.id && ihdr->next_uid == info.next_uid &&
-	    info.change_counter == hdr.change_counter + (committed ? 1 : 0)) {
+	    unchanged) {
 		/* nothing changed in the store but what we just did */
 		lmbox_sync_set_folder(ctx, &info);
 		return 0;
