@@ -93,11 +93,9 @@ def plugin_so(builddir=None):
 
 
 def lmbox_cli(builddir=None):
-    for p in (os.path.join(builddir or top_builddir(), "storage", "lmbox"),
-              os.path.join(builddir or top_builddir(), "storage", ".libs", "lmbox")):
-        if os.path.isfile(p) and os.access(p, os.X_OK):
-            return os.path.join(builddir or top_builddir(), "storage", "lmbox")
-    return None
+    """The build tree's lmbox CLI, or None when it is not built."""
+    p = os.path.join(builddir or top_builddir(), "storage", "lmbox")
+    return p if os.path.isfile(p) and os.access(p, os.X_OK) else None
 
 
 def uses_lmbox(location):
@@ -173,13 +171,6 @@ def crlf(data):
     """RFC 5322 canonical form: every bare LF (and bare CR) becomes CRLF.
     This is what Dovecot's pop3 sends (before dot-stuffing)."""
     return re.sub(rb"\r?\n", b"\r\n", data)
-
-
-def pop3_expected(data):
-    """The bytes RETR sends for a stored message of these bytes, before
-    dot-stuffing.  Dovecot converts bare LF to CRLF; a message not ending in a
-    newline gets one only on the wire terminator (not counted in the size)."""
-    return crlf(data)
 
 
 # --------------------------------------------------------------------------
@@ -320,7 +311,7 @@ class Dovecot:
                  mail_plugins=None, plugin_settings=None, extra_conf="",
                  builddir=None, mail_debug=False, copy_modules=False,
                  protocols=("pop3", "imap", "lmtp"), tmp_parent=None,
-                 keep_dir=None, require_plugin=None, verbose=False,
+                 keep_dir=None, require_plugin=None,
                  fast_login=False, process_min_avail=2, system_modules=False,
                  pop3_plugins=(), host="127.0.0.1", ports=None):
         self.mail_location = mail_location
@@ -340,7 +331,6 @@ class Dovecot:
         self.protocols = list(protocols)
         self.tmp_parent = tmp_parent
         self.keep_dir = keep_dir
-        self.verbose = verbose
         self.fast_login = fast_login
         self.pop3_plugins = list(pop3_plugins)
         if not host.startswith("127."):
@@ -956,9 +946,7 @@ class Dovecot:
         out = []
         for dp, dns, fns in os.walk(self.home(user)):
             for n in fns:
-                if n.startswith("dovecot") or n.startswith("subscriptions"):
-                    if n == "subscriptions":
-                        continue
+                if n.startswith("dovecot"):
                     out.append(os.path.join(dp, n))
         return sorted(out)
 
