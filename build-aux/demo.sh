@@ -18,11 +18,12 @@ sh build-aux/deps.sh
 
 echo "=== build in _build/demo"
 mkdir -p "$build"
-if [ ! -x configure ] || [ configure.ac -nt configure ]; then
+# (re)generate the build system when missing or older than its sources
+if [ ! -x configure ] || [ -n "$(find . -path ./_build -prune -o \( -name configure.ac -o -name Makefile.am \) -newer configure -print | head -1)" ]; then
 	autoreconf -fi >"$build/autoreconf.log" 2>&1 || { cat "$build/autoreconf.log"; exit 1; }
 fi
 cd "$build"
-if [ ! -f Makefile ]; then
+if [ ! -f Makefile ] || [ "$top/configure" -nt config.status ]; then
 	../../configure -q >configure.log 2>&1 || { tail -30 configure.log; exit 1; }
 fi
 make -j"$jobs" >make.log 2>&1 || { tail -40 make.log; echo "demo: build failed (log: $build/make.log)"; exit 1; }
