@@ -4,6 +4,9 @@ logs and the closing line "N passed, N failed, N skipped"."""
 import os, sys
 
 root = sys.argv[1] if len(sys.argv) > 1 else "."
+# steps of the driver that failed outside any test (a build, a make check
+# that stopped before running its tests) count as failures too
+step_failures = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 passed = failed = skipped = 0
 failures = []
 for dirpath, _, files in os.walk(root):
@@ -15,9 +18,12 @@ for dirpath, _, files in os.walk(root):
             for line in fh:
                 if line.startswith(":test-result:"):
                     res = line.split(":", 2)[2].strip().split()[0]
-                    if res in ("PASS", "XFAIL"):
+                    if res == "PASS":
                         passed += 1
-                    elif res == "SKIP":
+                    elif res in ("SKIP", "XFAIL"):
+                        # an expected failure is not a pass: it is
+                        # reported with the skipped ones
+                        print("%s: %s" % (res, path[:-4]))
                         skipped += 1
                     else:
                         failed += 1
@@ -29,6 +35,9 @@ for log in failures:
             print("".join(fh.readlines()[-40:]))
     except OSError:
         pass
+if step_failures and failed == 0:
+    failed = step_failures
+    print("%d build/test step(s) failed outside any test (see above)" % step_failures)
 if passed + failed + skipped == 0:
     failed = 1
     print("no test ran")

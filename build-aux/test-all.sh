@@ -20,13 +20,13 @@ step "build with -Werror"
 ( cd "$b/werror" && ../../../configure --enable-werror -q >configure.log 2>&1 &&
   make -j"$jobs" >make.log 2>&1 ) || { tail -50 "$b/werror/configure.log" "$b/werror/make.log" 2>/dev/null; echo "0 passed, 1 failed"; exit 1; }
 step "make check"
-( cd "$b/werror" && make -j"$jobs" check ) || status=1
+( cd "$b/werror" && make -j"$jobs" -k check ) || status=1
 
 step "ASan+UBSan build, unit tests"
 ( cd "$b/san" && ../../../configure --enable-sanitizers -q >configure.log 2>&1 &&
   make -j"$jobs" -C storage >make.log 2>&1 &&
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  make -j"$jobs" -C tests/unit check ) || status=1
+  make -j"$jobs" -C tests/unit check ) || status=$((status + 1))
 
-python3 "$top/build-aux/summarize.py" "$b" || status=1
+python3 "$top/build-aux/summarize.py" "$b" "$status" || exit 1
 exit $status
