@@ -266,6 +266,7 @@ static int lmbox_env_create(struct lmbox_store *store, bool create, struct lmbox
 	struct lmbox_env *env;
 	unsigned int flags = MDB_NOSUBDIR | MDB_NOTLS | MDB_NORDAHEAD;
 	MDB_envinfo info;
+	MDB_stat mst;
 	struct stat st;
 	int rc, ret, dead;
 
@@ -299,6 +300,17 @@ static int lmbox_env_create(struct lmbox_store *store, bool create, struct lmbox
 	env->ino = st.st_ino;
 	mdb_env_info(env->env, &info);
 	env->map_size = info.me_mapsize;
+	/* LMDB would fault (SIGBUS) reading pages past the end of a
+	 * truncated file: refuse it here */
+	if (mdb_env_stat(env->env, &mst) == 0 &&
+	    (uint64_t)st.st_size < (uint64_t)(info.me_last_pgno + 1) * mst.ms_psize) {
+		ret = lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+			"%s is truncated: %llu bytes, its last page ends at %llu; "
+			"restore the store from a backup", store->mdb_path,
+			(unsigned long long)st.st_size,
+			(unsigned long long)(info.me_last_pgno + 1) * mst.ms_psize);
+		goto fail;
+	}
 	/* slots of readers that died without ending their transaction */
 	(void)mdb_reader_check(env->env, &dead);
 	store->env = env; /* the meta helpers find the dbis through it */

@@ -4,6 +4,7 @@
  * opens, fork detection, error texts, and store-wide u64 values.
  */
 #include <lmdb.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "test-common.h"
@@ -141,6 +142,35 @@ static void test_version(void)
 	lmbox_store_close(&store);
 }
 
+/* A truncated lmbox.mdb is refused at open, not a SIGBUS later. */
+static void test_truncated_mdb(void)
+{
+	struct lmbox_store *store;
+	struct lmbox_txn *txn;
+	struct lmbox_append *append;
+	struct stat st;
+	const char *err;
+	char path[600];
+	uint32_t f;
+
+	store = test_open("trunc", LMBOX_OPEN_CREATE);
+	CHECK_OK(store, lmbox_folder_create(store, "INBOX", 0, NULL, &f));
+	CHECK_OK(store, lmbox_txn_begin(store, &txn));
+	for (int i = 0; i < 2000; i++) {
+		CHECK_OK(store, lmbox_append_begin(txn, f, NULL, &append));
+		CHECK_OK(store, lmbox_append_write(append, "x\n", 2));
+		CHECK(lmbox_append_finish(&append) == i);
+	}
+	CHECK_OK(store, lmbox_txn_commit(&txn, NULL));
+	lmbox_store_close(&store);
+	snprintf(path, sizeof(path), "%s/lmbox.mdb", test_path("trunc"));
+	CHECK(stat(path, &st) == 0 && st.st_size > 8 * 4096);
+	CHECK(truncate(path, st.st_size / 2) == 0);
+	CHECK_ERR(NULL, lmbox_store_open(test_path("trunc"), NULL, &store, &err),
+		  LMBOX_ERR_CORRUPT);
+	CHECK(err != NULL && strstr(err, "truncated") != NULL);
+}
+
 static void test_fork(void)
 {
 	struct lmbox_store *store, *child_store;
@@ -195,6 +225,7 @@ int main(void)
 	test_strerror();
 	test_shared_and_rdonly();
 	test_version();
+	test_truncated_mdb();
 	test_fork();
 	return test_exit();
 }
