@@ -18,7 +18,8 @@
  * Without a delay nothing needs the login time before the session ends, so
  * it is written then, after pop3 has answered QUIT: the bookkeeping costs a
  * login nothing (a session killed with SIGKILL leaves it unrecorded).  With
- * a delay it is written at login, one small LMDB commit before "+OK".
+ * a delay it is written at login, one small LMDB commit right after "+OK"
+ * went out (so over a real network it overlaps the client's round trip).
  * Two logins at the same instant may both pass: the store has no
  * compare-and-set, and a login costs one small LMDB commit, no lock.
  */
@@ -129,9 +130,10 @@ void pop3_lmbox_login_check(struct pop3_lmbox_client *pclient,
 	}
 	pclient->store = store;
 	pclient->login_time = now;
+	/* "+OK" first: the commit then overlaps the client's round trip */
+	pop3_lmbox_login_release(pclient);
 	if (pclient->login_delay_secs > 0)
 		pop3_lmbox_login_record(pclient);
-	pop3_lmbox_login_release(pclient);
 }
 
 void pop3_lmbox_login_deinit(struct pop3_lmbox_client *pclient)

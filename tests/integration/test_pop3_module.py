@@ -263,12 +263,14 @@ def test_login_delay(t):
                 clock.set(T0 + 60)
                 a, resp = pass_reply(dc, "alice")
                 t.eq(resp, b"+OK Logged in.", "login at the delay")
+                # the login time is written right after "+OK", before any command
+                t.eq(a.stat()[0], 3, "first session STAT")
                 t.eq(store_value(dc, "alice", "pop3.last_login"), T0 + 60, "pop3.last_login")
                 clock.set(T0 + 61)
                 b, resp = pass_reply(dc, "alice")
                 t.check(resp.startswith(b"-ERR [LOGIN-DELAY]"), "second session: %r" % resp)
                 t.check(closed_by_server(b), "refused session closed")
-                t.eq(a.stat()[0], 3, "first session STAT")
+                t.eq(len(a.list()), 3, "first session LIST still works")
                 t.eq(a.quit(), b"+OK Logging out.", "first session QUIT")
 
             with t.case("userdb field lmbox_pop3_login_delay overrides the plugin setting (carol: 5m)"):
