@@ -3,7 +3,7 @@
 from maildir, sdbox and mdbox users whose messages carry POP3 UIDLs (maildir:
 P fields in dovecot-uidlist, as left by a migration from another server;
 sdbox/mdbox: filled from that maildir by dsync) and one message without one.
-After the migration, the lmbox copy serves the same folders, bytes (doveadm
+(mdbox with `doveadm sync`). After the migration, the lmbox copy serves the same folders, bytes (doveadm
 fetch text, POP3 RETR), sizes, flags and the POP3 UIDLs the source served.
 Then two-way `doveadm sync` carries new mail both ways, and `doveadm backup`
 from lmbox back to a fresh maildir gives the same bytes and UIDLs again."""
@@ -105,8 +105,9 @@ def main():
         for src in ("md", "sd", "mm"):
             with t.case("%s: snapshot source (doveadm fetch per folder, POP3 UIDL/LIST/RETR)" % src, required=True):
                 sources[src] = (store_view(dc, src), dc.pop3_by_message_id(src))
-            with t.case("%s -> %s: doveadm backup -u %s %s:~/%s" % (src, DRIVER, src, DRIVER, TARGET_DIR)):
-                dc.doveadm("backup", "-u", src, "%s:%s/%s" % (DRIVER, dc.home(src), TARGET_DIR))
+            how = "sync" if src == "mm" else "backup"   # both ways to migrate
+            with t.case("%s -> %s: doveadm %s -u %s %s:~/%s" % (src, DRIVER, how, src, DRIVER, TARGET_DIR)):
+                dc.doveadm(how, "-u", src, "%s:%s/%s" % (DRIVER, dc.home(src), TARGET_DIR))
             with t.case("%s: folders, bytes, sizes, flags identical in the copy" % src):
                 diff_views(sources[src][0], store_view(dc, src + "lm"), src)
             with t.case("%s: POP3 on the copy serves the source's UIDLs, sizes and bytes" % src):
