@@ -395,7 +395,7 @@ static int import_folder(struct import_ctx *ctx, const char *dir, const char *na
 	uint64_t batch_bytes = 0, bytes = 0;
 	char b1[32];
 	int64_t n;
-	int ret;
+	int ret, raise_next;
 
 	uidlist_read(dir, &list);
 	keywords_read(ctx, dir);
@@ -419,7 +419,31 @@ static int import_folder(struct import_ctx *ctx, const char *dir, const char *na
 		fprintf(stderr, "lmbox import-maildir: %s exists with another "
 			"UIDVALIDITY: UIDs are not kept\n", name);
 
-	for (i = 0; i < count; i++) {
+	raise_next = list.next_uid != 0 && info.uidvalidity == list.uidvalidity;
+	for (i = 0; i <= count; i++) {
+		/* Messages the uidlist does not know (new/ since the last
+		 * sync) get UIDs past its next UID, as Dovecot would give
+		 * them; later deliveries must not reuse UIDs it gave out. */
+		if (raise_next && (i == count || msgs[i].uid == 0)) {
+			if (txn != NULL) {
+				if (commit_batch(ctx, &txn, name) < 0) {
+					ctx->failures++;
+					goto out;
+				}
+				done += batch_msgs;
+				bytes += batch_bytes;
+				batch_msgs = 0;
+				batch_bytes = 0;
+			}
+			ret = lmbox_folder_update(ctx->store, info.id, 0, list.next_uid, NULL);
+			if (ret < 0) {
+				cli_store_error(ctx->cmd, ctx->store, ret, name);
+				ctx->failures++;
+			}
+			raise_next = 0;
+		}
+		if (i == count)
+			break;
 		if (txn == NULL && (ret = lmbox_txn_begin(ctx->store, &txn)) < 0) {
 			cli_store_error(ctx->cmd, ctx->store, ret, name);
 			ctx->failures++;
@@ -450,12 +474,6 @@ static int import_folder(struct import_ctx *ctx, const char *dir, const char *na
 		}
 		done += batch_msgs;
 		bytes += batch_bytes;
-	}
-	/* Later deliveries must not reuse UIDs the Maildir already gave out. */
-	if (list.next_uid != 0 && info.uidvalidity == list.uidvalidity &&
-	    (ret = lmbox_folder_update(ctx->store, info.id, 0, list.next_uid, NULL)) < 0) {
-		cli_store_error(ctx->cmd, ctx->store, ret, name);
-		ctx->failures++;
 	}
 	printf("%s: %zu messages, %s\n", name, done, cli_fmt_bytes(bytes, b1));
 	ctx->total_msgs += done;

@@ -89,7 +89,7 @@ has '^Sub/Folder +1 '
 expect 0 "$LMBOX" ls "$st" INBOX
 has '^ +5 uidl-one .* S +2020-09-13T12:26:40Z'
 has '^ +7 000000070012D687 .* FR .* Junk$'
-has '^ +(8|9|1[0-9]) '
+has '^ +10 0000000A0012D687 '
 expect 0 "$LMBOX" ls "$st" Sub/Folder; has ' T '
 expect 4 "$LMBOX" ls "$st" Nope; one_error_line
 
