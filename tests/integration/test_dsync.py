@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """dsync migration into lmbox (issue #3): `doveadm backup -u USER lmbox:...`
-from maildir, sdbox and mdbox users whose messages carry POP3 UIDLs (maildir:
-P fields in dovecot-uidlist, as left by a migration from another server;
-sdbox/mdbox: filled from that maildir by dsync) and one message without one.
-(mdbox with `doveadm sync`). After the migration, the lmbox copy serves the same folders, bytes (doveadm
-fetch text, POP3 RETR), sizes, flags and the POP3 UIDLs the source served.
+from maildir and sdbox users, `doveadm sync` from an mdbox user, whose
+messages carry POP3 UIDLs (maildir: P fields in dovecot-uidlist, as left by
+a migration from another server; sdbox/mdbox: filled from that maildir by
+dsync) and one message without one.  After the migration, the lmbox copy
+serves the same folders, bytes (doveadm fetch text, POP3 RETR), sizes, flags
+and the POP3 UIDLs the source served.
 Then two-way `doveadm sync` carries new mail both ways, and `doveadm backup`
 from lmbox back to a fresh maildir gives the same bytes and UIDLs again."""
 import os, re, sys
