@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,7 +92,10 @@ int lmbox_append_begin(struct lmbox_txn *txn, uint32_t folder_id,
 		return lmbox_set_error(store, LMBOX_ERR_INVALID,
 			"%s: UIDL \"%.80s\" is not 1-70 characters 0x21-0x7E", store->dir, opts->uidl);
 	}
-	append = calloc(1, sizeof(*append));
+	/* not calloc: the 64 KiB stage buffer needs no clearing */
+	append = malloc(sizeof(*append));
+	if (append != NULL)
+		memset(append, 0, offsetof(struct lmbox_append, stage));
 	msg = calloc(1, sizeof(*msg));
 	if (append == NULL || msg == NULL) {
 		free(append);
