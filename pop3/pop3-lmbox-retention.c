@@ -7,7 +7,9 @@
  * collects (UID, time) pairs and writes them, in one store transaction,
  * whenever pop3 commits its mailbox transaction (QUIT, the idle commit,
  * the end of a dropped session); the store keeps only the first time per
- * message (lmbox_txn_set_pop3_first_retr).
+ * message (lmbox_txn_set_pop3_first_retr).  The commit goes through
+ * lmbox_plugin_mailbox_commit_txn(), so the index still mirrors the store
+ * and the next login's sync stays O(1).
  *
  * Expiry runs only inside the commit of QUIT (pop3's quit_seen): the
  * messages the store says were first retrieved more than N days ago
@@ -257,8 +259,13 @@ pop3_lmbox_retr_flush(struct pop3_lmbox_client *pclient, struct mailbox *box,
 	}
 	if (count == 0)
 		lmbox_txn_abort(&txn);
-	else if ((ret = lmbox_txn_commit(&txn, NULL)) < 0)
-		goto failed;
+	else if (lmbox_plugin_mailbox_commit_txn(box, &txn) < 0) {
+		/* the index need not learn of these: the plugin keeps the
+		   next sync O(1) */
+		e_error(user->event, "pop3_lmbox: Recording first retrieval "
+			"times failed: %s",
+			mailbox_get_last_internal_error(box, NULL));
+	}
 	array_clear(&pclient->retrs);
 	return;
 failed:
