@@ -208,6 +208,8 @@ def body(t, work, out, state):
         ac = re.search(r"AC_INIT\(\[lmbox\],\s*\[([^\]]+)\]", open(os.path.join(SRCDIR, "configure.ac")).read())
         t.eq(f["Version"].split("-")[0], ac.group(1), "package version vs AC_INIT")
         state["abi"] = abi[0]
+        _, conffiles = sh(["dpkg-deb", "-I", deb, "conffiles"])
+        t.eq(conffiles.split(), [CONF_SNIPPET], "conffiles")
 
     with t.case("apt refuses a copy that depends on another Dovecot ABI"):
         x = os.path.join(work, "otherabi")
@@ -277,6 +279,10 @@ def body(t, work, out, state):
         for want in ["mail_location = lmbox:~/lmbox", 'mail_plugins = " lmbox"'] + \
                 ["%s = %s" % kv for kv in vals.items()]:
             t.check(want in o, "%r not in doveconf -n of the uncommented snippet:\n%s" % (want, o))
+        # debian/ also has the Dovecot 2.4 form (installed when built against 2.4)
+        p24 = os.path.join(SRCDIR, "debian", "95-lmbox.conf.2.4")
+        v24 = dict(re.findall(r"^#(lmbox_[a-z0-9_]+) = (.+?)\s*$", open(p24).read(), re.M))
+        t.eq(v24, vals, "lmbox_* settings of the 2.4 snippet vs the 2.3 one")
         # the storage settings (first plugin block) go into the private Dovecot
         first = on.index("plugin {")
         state["plugin_block"] = on[first:on.index("\n}\n", first) + 3]
