@@ -30,8 +30,8 @@ struct lmbox_append {
 	size_t raw_len, raw_alloc;
 	unsigned char *out;           /* compressed bytes before spilling */
 	size_t out_len, out_alloc;
-	unsigned char stage[LMBOX_IO_CHUNK];
 	int error;
+	unsigned char stage[LMBOX_IO_CHUNK];  /* last: not cleared at begin */
 };
 
 void lmbox_append_opts_init(struct lmbox_append_opts *opts)

@@ -31,7 +31,7 @@ struct lmbox_body {
 	bool z_init, z_end, finished;
 	int error;
 	char what[256];               /* names the blob in error messages */
-	unsigned char inbuf[LMBOX_IO_CHUNK];
+	unsigned char inbuf[LMBOX_IO_CHUNK];  /* last: not cleared at open */
 };
 
 uint64_t lmbox_body_open_count(void)
