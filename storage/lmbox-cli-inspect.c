@@ -77,13 +77,53 @@ static void print_value(struct lmbox_store *store, const char *name, int always)
 	}
 }
 
+/* Messages of all folders with a first POP3 retrieval time (recorded by the
+   pop3_lmbox module), and the oldest such time.  Walks metadata only. */
+static int count_pop3_retrieved(struct lmbox_store *store, uint64_t *count_r,
+				int64_t *oldest_r)
+{
+	struct lmbox_folder_iter *fiter;
+	struct lmbox_folder_info info;
+	struct lmbox_reader *reader;
+	struct lmbox_msg_iter *miter;
+	struct lmbox_msg_meta meta;
+	int ret;
+
+	*count_r = 0;
+	*oldest_r = 0;
+	if ((ret = lmbox_reader_begin(store, &reader)) < 0)
+		return ret;
+	if ((ret = lmbox_folder_iter_init(store, &fiter)) < 0) {
+		lmbox_reader_end(&reader);
+		return ret;
+	}
+	while ((ret = lmbox_folder_iter_next(fiter, &info)) > 0) {
+		if ((ret = lmbox_msg_iter_init(reader, info.id, 1, &miter)) < 0)
+			break;
+		while ((ret = lmbox_msg_iter_next(miter, &meta)) > 0) {
+			if (meta.pop3_first_retr == 0)
+				continue;
+			(*count_r)++;
+			if (*oldest_r == 0 || meta.pop3_first_retr < *oldest_r)
+				*oldest_r = meta.pop3_first_retr;
+		}
+		lmbox_msg_iter_deinit(&miter);
+		if (ret < 0)
+			break;
+	}
+	lmbox_folder_iter_deinit(&fiter);
+	lmbox_reader_end(&reader);
+	return ret;
+}
+
 static int cmd_stat(const struct cli_command *cmd, int argc, char **argv)
 {
 	struct lmbox_store_stat st;
 	struct lmbox_store *store;
 	char path[4096], b1[32], b2[32], b3[32];
 	const char *names[64];
-	uint64_t mdb_alloc, disk;
+	uint64_t mdb_alloc, disk, retrieved;
+	int64_t oldest_retr;
 	int i, ret, nnames = 0;
 	char *dir = NULL;
 
@@ -145,6 +185,15 @@ static int cmd_stat(const struct cli_command *cmd, int argc, char **argv)
 	printf("%-18s %" PRIu64 "\n", "reclaim pending", st.reclaim_pending);
 	for (i = 0; known_values[i] != NULL; i++)
 		print_value(store, known_values[i], 0);
+	ret = count_pop3_retrieved(store, &retrieved, &oldest_retr);
+	if (ret < 0) {
+		ret = cli_store_error(cmd, store, ret, "counting retrieved messages");
+		lmbox_store_close(&store);
+		return ret;
+	}
+	if (retrieved > 0)
+		printf("%-18s %" PRIu64 " (first RETR of the oldest: %s)\n",
+		       "pop3 retrieved", retrieved, cli_fmt_time(oldest_retr, b1));
 	for (i = 0; i < nnames; i++)
 		print_value(store, names[i], 1);
 	lmbox_store_close(&store);

@@ -348,6 +348,9 @@ def test_expire_days(t):
                 t.eq(first_retr(dc, "alice", ids["m1"][1]), iso(T0), "m1 first RETR")
                 t.eq(first_retr(dc, "alice", ids["m2"][1]), iso(T0), "m2 first RETR")
                 t.eq(first_retr(dc, "alice", ids["m3"][1]), "-", "m3 (TOP only)")
+                out = cli(dc, "stat", dc.mail_root("alice"))
+                t.check(re.search(r"^pop3 retrieved\s+2 \(first RETR of the oldest: %s\)$" % iso(T0),
+                                  out, re.M), "lmbox stat counts the retrieved messages:\n" + out)
 
             with t.case("day 3: RETR m1 again (its first RETR stays day 0), RETR m3: nothing expires"):
                 clock.set(T0 + 3 * DAY)
