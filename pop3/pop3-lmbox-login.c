@@ -15,6 +15,7 @@
  *     pop3-lmbox-retention.c), so nothing in the mailbox changes and the
  *     refusal costs no walk over the messages.  pop3.last_login keeps the
  *     last successful login.
+ * (With rawlog_dir set, the output side of the rawlog ends at the release.)
  * Without a delay nothing needs the login time before the session ends, so
  * it is written then, after pop3 has answered QUIT: the bookkeeping costs a
  * login nothing (a session killed with SIGKILL leaves it unrecorded).  With

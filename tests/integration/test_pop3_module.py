@@ -304,6 +304,30 @@ def test_login_delay(t):
     finally:
         clock.remove()
 
+    clock = Clock()
+    try:
+        with Dovecot(mail_location=LOCATION, pop3_plugins=MODULE, extra_conf="pop3_lock_session = yes\n",
+                     plugin_settings={"lmbox_pop3_login_delay": "60",
+                                      "lmbox_pop3_test_clock_file": clock.path}) as dc:
+            with t.case("pop3_lock_session = yes (namespaces before +OK): the same refusal, "
+                        "the session lock is released"):
+                dc.lmtp_deliver("alice", msg(1, subject="x"))
+                r, resp = pass_reply(dc, "alice")
+                t.eq(resp, b"+OK Logged in.", "first login")
+                t.eq(r.stat()[0], 1, "STAT")
+                r.quit()
+                clock.set(T0 + 30)
+                r, resp = pass_reply(dc, "alice")
+                t.check(resp.startswith(b"-ERR [LOGIN-DELAY]"), "inside the delay: %r" % resp)
+                t.check(closed_by_server(r), "refused session closed")
+                clock.set(T0 + 60)
+                r, resp = pass_reply(dc, "alice")
+                t.eq(resp, b"+OK Logged in.", "at the delay (the refused one's lock is gone)")
+                r.quit()
+                dc.assert_clean_log()
+    finally:
+        clock.remove()
+
     with Dovecot(mail_location=LOCATION, pop3_plugins=MODULE,
                  plugin_settings={"lmbox_pop3_login_delay": "2s"}) as dc:
         with t.case("real clock, delay 2s: refused at once, accepted again 1-4.5 s later "
