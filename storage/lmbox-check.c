@@ -51,6 +51,8 @@ struct lmbox_check_ctx {
 	struct lmbox_check_seg *segs;
 	unsigned int seg_count, seg_alloc;
 	uint32_t next_folder_id, next_seg_id, cur_seg;
+	uint32_t *missing_segs;    /* referenced by messages, without a record */
+	unsigned int missing_count, missing_alloc;
 	uint64_t blobs_expected;   /* messages with a blob in a known segment */
 	bool blobs_bad;
 };
@@ -308,6 +310,9 @@ static void lmbox_check_blob(struct lmbox_check_ctx *ctx, const struct lmbox_msg
 	if (seg == NULL) {
 		lmbox_problem(ctx, "folder %u uid %u: body in segment %08X which has no record",
 			      meta->folder_id, meta->uid, meta->seg_id);
+		if (lmbox_grow_array(&ctx->missing_segs, &ctx->missing_alloc,
+				     ctx->missing_count + 1, sizeof(uint32_t)) == 0)
+			ctx->missing_segs[ctx->missing_count++] = meta->seg_id;
 		return;
 	}
 	seg->live_count++;
@@ -463,6 +468,44 @@ static int lmbox_check_counters(struct lmbox_check_ctx *ctx)
 	return 0;
 }
 
+/* Segment files without a record: left by a crash between the commit that
+ * dropped the record and the unlink (then a reclaim record is pending) or
+ * by damage.  Ids at or past next_seg_id may be a writer's new segment. */
+static void lmbox_check_orphan_segments(struct lmbox_check_ctx *ctx)
+{
+	struct lmbox_store *store = ctx->store;
+	struct dirent *d;
+	DIR *dir;
+
+	if ((dir = opendir(store->seg_dir)) == NULL)
+		return;
+	while ((d = readdir(dir)) != NULL) {
+		unsigned char key[12];
+		MDB_val k = { 12, key }, v;
+		uint32_t id;
+		char *end;
+
+		if (strlen(d->d_name) != 8 || strspn(d->d_name, "0123456789ABCDEF") != 8)
+			continue;
+		id = (uint32_t)strtoul(d->d_name, &end, 16);
+		if (id == 0 || id >= ctx->next_seg_id || lmbox_check_seg_find(ctx, id) != NULL)
+			continue;
+		lmbox_reclaim_key_encode(key, id, 0);
+		if (mdb_get(ctx->txn, store->env->dbi_reclaim, &k, &v) == 0)
+			continue; /* its unlink is pending */
+		bool referenced = false;
+
+		for (unsigned int i = 0; i < ctx->missing_count; i++)
+			referenced = referenced || ctx->missing_segs[i] == id;
+		/* never remove bodies some message still points to */
+		lmbox_problem(ctx, "%s/%s: segment file without a record%s", store->seg_dir,
+			      d->d_name, ctx->repair && !referenced ? " (removed)" : "");
+		if (ctx->repair && !referenced)
+			(void)unlinkat(dirfd(dir), d->d_name, 0);
+	}
+	closedir(dir);
+}
+
 static int lmbox_check_segments(struct lmbox_check_ctx *ctx)
 {
 	struct lmbox_store *store = ctx->store;
@@ -528,6 +571,7 @@ static int lmbox_check_segments(struct lmbox_check_ctx *ctx)
 			lmbox_problem(ctx, "%s: bad segment header", path);
 		close(fd);
 	}
+	lmbox_check_orphan_segments(ctx);
 	if (ctx->cur_seg != 0 && lmbox_check_seg_find(ctx, ctx->cur_seg) == NULL)
 		lmbox_problem(ctx, "%s: current segment %08X has no record", store->mdb_path,
 			      ctx->cur_seg);
@@ -571,6 +615,7 @@ static int lmbox_check_run(struct lmbox_check_ctx *ctx)
 	ctx->seg_count = 0;
 	ctx->blobs_expected = 0;
 	ctx->blobs_bad = false;
+	ctx->missing_count = 0;
 	if ((ret = lmbox_check_folders(ctx)) < 0 ||
 	    (ret = lmbox_check_segs_load(ctx)) < 0 ||
 	    (ret = lmbox_check_msgs(ctx)) < 0 ||
@@ -687,5 +732,6 @@ int lmbox_check(struct lmbox_store *store, unsigned int flags,
 	}
 	free(ctx.folders);
 	free(ctx.segs);
+	free(ctx.missing_segs);
 	return ret < 0 ? ret : ctx.problems;
 }

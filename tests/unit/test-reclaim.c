@@ -129,6 +129,21 @@ static void test_rotation_and_punch(void)
 	/* and appends still work after it */
 	CHECK(test_append(store, f, "after\n", 6, NULL) == 41);
 	CHECK(lmbox_check(store, LMBOX_CHECK_BODIES, NULL, NULL) == 0);
+
+	/* a stray segment file (its segment died long ago) */
+	{
+		char path[600];
+		FILE *fp;
+
+		snprintf(path, sizeof(path), "%s/seg/00000001", test_path("rot"));
+		CHECK(access(path, F_OK) != 0);
+		CHECK((fp = fopen(path, "w")) != NULL);
+		fclose(fp);
+		CHECK(lmbox_check(store, 0, NULL, NULL) == 1);
+		CHECK(lmbox_check(store, LMBOX_CHECK_REPAIR, NULL, NULL) == 1);
+		CHECK(access(path, F_OK) != 0);
+		CHECK(lmbox_check(store, 0, NULL, NULL) == 0);
+	}
 	lmbox_store_close(&store);
 	free(body);
 }
