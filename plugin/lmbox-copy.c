@@ -120,5 +120,15 @@ int lmbox_copy(struct mail_save_context *ctx, struct mail *mail)
 		index_save_context_free(ctx);
 		return -1;
 	}
+	/* A UIDL is the message's identity for POP3 clients: a copy made
+	   through the generic save path (e.g. dsync renumbering a message on
+	   a UID conflict, which moves it within its mailbox) keeps it. */
+	if (ctx->data.pop3_uidl == NULL) {
+		const char *uidl;
+
+		if (mail_get_special(mail, MAIL_FETCH_UIDL_BACKEND, &uidl) == 0 &&
+		    *uidl != '\0')
+			mailbox_save_set_pop3_uidl(ctx, uidl);
+	}
 	return mail_storage_copy(ctx, mail);
 }

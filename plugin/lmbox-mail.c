@@ -145,26 +145,6 @@ static int lmbox_mail_get_physical_size(struct mail *_mail, uoff_t *size_r)
 	return 0;
 }
 
-/* The store gives a message saved without a UIDL "%08X%08X" of its UID and
-   UIDVALIDITY.  Dovecot's default pop3_uidl_format (%08Xu%08Xv) gives the
-   same in lowercase, and that is what a maildir/sdbox/mdbox source served
-   for mail without a stored UIDL, which dsync does not carry over.  So the
-   store default is served in lowercase: a migrated user sees the UIDLs the
-   old server showed.  (No-op once the store writes lowercase itself.) */
-static bool lmbox_mail_is_default_uidl(struct mail *_mail, const char *uidl)
-{
-	const struct mail_index_header *hdr =
-		mail_index_get_header(_mail->transaction->view);
-	char def[17];
-
-	if (strlen(uidl) != 16)
-		return FALSE;
-	if (i_snprintf(def, sizeof(def), "%08X%08X", _mail->uid,
-		       hdr->uid_validity) < 0)
-		return FALSE;
-	return strcasecmp(def, uidl) == 0;
-}
-
 static int
 lmbox_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 		       const char **value_r)
@@ -186,9 +166,8 @@ lmbox_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 
 	switch (field) {
 	case MAIL_FETCH_UIDL_BACKEND:
-		*value_r = !lmbox_mail_is_default_uidl(_mail, mail->uidl) ?
-			mail->uidl : str_lcase(p_strdup(mail->imail.mail.data_pool,
-							mail->uidl));
+		/* the store's own default is Dovecot's default format */
+		*value_r = mail->uidl;
 		break;
 	case MAIL_FETCH_POP3_ORDER:
 		/* "" (not "0") sorts messages without an order last */

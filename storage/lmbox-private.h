@@ -24,6 +24,10 @@
 #define LMBOX_RAW_KEEP_MAX (256 * 1024)
 #define LMBOX_IO_CHUNK (64 * 1024)
 #define LMBOX_ERRMSG_SIZE 1024
+/* Blocks kept allocated past the end of lmbox.mdb for deletions on a full
+ * disk: 1/16 of what is used, within these bounds. */
+#define LMBOX_MDB_RESERVE_MIN (1024 * 1024)
+#define LMBOX_MDB_RESERVE_MAX (32 * 1024 * 1024)
 
 /* One LMDB environment per store per process, shared by every
  * lmbox_store_open() of that store in this process (LMDB forbids opening
@@ -47,6 +51,7 @@ struct lmbox_env {
 	 * write transaction of this process (open never takes the write
 	 * lock) */
 	bool compacting;           /* no auto-compaction from inside one */
+	uint64_t reserved_to;      /* lmbox.mdb blocks allocated up to here */
 	struct lmbox_reclaim_item *reclaim_done;
 	unsigned int reclaim_done_count, reclaim_done_alloc;
 	bool rdonly;
@@ -154,6 +159,9 @@ struct lmbox_txn {
 	unsigned int seq_count;
 	size_t mem_bytes;              /* finished appends' bytes in memory */
 	struct lmbox_append *appends;  /* unfinished appends */
+	/* UID assignment per folder during a commit (lmbox-txn.c) */
+	struct lmbox_uid_plan *uid_plans;
+	unsigned int uid_plan_count, uid_plan_alloc;
 	/* filled by the commit */
 	uint32_t *uids;
 	unsigned int expunged;
@@ -178,6 +186,7 @@ int lmbox_store_check_usable(struct lmbox_store *store, bool write);
 bool lmbox_same_process(const struct lmbox_store *store);
 int lmbox_rtxn_begin(struct lmbox_store *store, MDB_txn **txn_r);
 void lmbox_maybe_grow_early(struct lmbox_store *store);
+void lmbox_reserve_mdb_space(struct lmbox_store *store);
 int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context);
 int lmbox_meta_get_u32(struct lmbox_store *store, MDB_txn *txn, const char *key,
 		       uint32_t *value_r);

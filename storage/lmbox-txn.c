@@ -49,6 +49,7 @@ static void lmbox_txn_free(struct lmbox_txn *txn)
 	}
 	free(txn->ops);
 	free(txn->uids);
+	free(txn->uid_plans);
 	free(txn);
 }
 
@@ -239,16 +240,74 @@ static int lmbox_meta_copy(struct lmbox_store *store, const struct lmbox_msg_met
 	return 0;
 }
 
-static int lmbox_assign_uid(struct lmbox_store *store, struct lmbox_folder_info *folder,
+/* UID assignment follows Dovecot's rule for a commit, so that dsync's
+   wanted UIDs come out the same on both replicas: a wanted UID at or above
+   the folder's next UID as it was when the commit started is honoured;
+   every other message is numbered after the highest honoured one. */
+struct lmbox_uid_plan {
+	uint32_t folder_id;
+	uint32_t start_next;   /* folder's next_uid when the commit started */
+	uint32_t next_free;    /* next UID for a message without a wanted one */
+};
+
+static struct lmbox_uid_plan *
+lmbox_uid_plan_get(struct lmbox_txn *txn, const struct lmbox_folder_info *folder)
+{
+	struct lmbox_uid_plan *plan;
+
+	for (unsigned int i = 0; i < txn->uid_plan_count; i++) {
+		if (txn->uid_plans[i].folder_id == folder->id)
+			return &txn->uid_plans[i];
+	}
+	if (lmbox_grow_array(&txn->uid_plans, &txn->uid_plan_alloc,
+			     txn->uid_plan_count + 1, sizeof(*plan)) < 0)
+		return NULL;
+	plan = &txn->uid_plans[txn->uid_plan_count++];
+	plan->folder_id = folder->id;
+	plan->start_next = folder->next_uid;
+	plan->next_free = folder->next_uid;
+	for (unsigned int i = 0; i < txn->op_count; i++) {
+		const struct lmbox_op *op = &txn->ops[i];
+		uint32_t want;
+
+		if (op->type != LMBOX_OP_APPEND || op->folder_id != folder->id)
+			continue;
+		want = op->msg->want_uid;
+		if (want >= plan->start_next && want < UINT32_MAX && want >= plan->next_free)
+			plan->next_free = want + 1;
+	}
+	return plan;
+}
+
+static int lmbox_assign_uid(struct lmbox_wctx *ctx, struct lmbox_txn *txn,
+			    struct lmbox_folder_info *folder,
 			    uint32_t want, uint32_t *uid_r)
 {
-	uint32_t uid = want >= folder->next_uid ? want : folder->next_uid;
+	struct lmbox_store *store = ctx->store;
+	struct lmbox_uid_plan *plan;
+	struct lmbox_msg_meta existing;
+	uint32_t uid;
+	int ret;
 
+	if ((plan = lmbox_uid_plan_get(txn, folder)) == NULL)
+		return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+	uid = 0;
+	if (want != 0 && want >= plan->start_next && want < UINT32_MAX) {
+		/* honoured unless an earlier message of this commit took it */
+		ret = lmbox_msg_load(store, ctx->txn, folder->id, want, &existing);
+		if (ret == LMBOX_ERR_NOTFOUND)
+			uid = want;
+		else if (ret < 0)
+			return ret;
+	}
+	if (uid == 0)
+		uid = plan->next_free++;
 	if (uid == 0 || uid == UINT32_MAX) {
 		return lmbox_set_error(store, LMBOX_ERR_INVALID,
 			"%s: folder \"%s\" has run out of UIDs", store->dir, folder->name);
 	}
-	folder->next_uid = uid + 1;
+	if (uid >= folder->next_uid)
+		folder->next_uid = uid + 1;
 	*uid_r = uid;
 	return 0;
 }
@@ -267,12 +326,12 @@ static int lmbox_apply_append(struct lmbox_wctx *ctx, struct lmbox_txn *txn,
 	if ((ret = lmbox_folder_load(store, ctx->txn, op->folder_id, &folder)) < 0)
 		return ret;
 	memset(&meta, 0, sizeof(meta));
-	if ((ret = lmbox_assign_uid(store, &folder, msg->want_uid, &meta.uid)) < 0)
+	if ((ret = lmbox_assign_uid(ctx, txn, &folder, msg->want_uid, &meta.uid)) < 0)
 		return ret;
 	if (msg->uidl != NULL)
 		snprintf(uidl, sizeof(uidl), "%s", msg->uidl);
 	else
-		snprintf(uidl, sizeof(uidl), "%08X%08X", meta.uid, folder.uidvalidity);
+		snprintf(uidl, sizeof(uidl), "%08x%08x", meta.uid, folder.uidvalidity);
 	hdr.codec = msg->codec;
 	hdr.phys_size = msg->phys_size;
 	hdr.stored_size = msg->stored_size;
@@ -455,7 +514,7 @@ static int lmbox_apply_copy_move(struct lmbox_wctx *ctx, struct lmbox_txn *txn,
 			goto out;
 	}
 	if ((ret = lmbox_folder_load(store, ctx->txn, op->dst_folder, &dst_folder)) < 0 ||
-	    (ret = lmbox_assign_uid(store, &dst_folder, 0, &copy.meta.uid)) < 0)
+	    (ret = lmbox_assign_uid(ctx, txn, &dst_folder, 0, &copy.meta.uid)) < 0)
 		goto out;
 	if (move) {
 		ret = lmbox_wseg_blob_owner(ctx, copy.meta.seg_id, copy.meta.seg_offset,
@@ -505,6 +564,7 @@ static int lmbox_txn_apply(struct lmbox_wctx *ctx, void *context)
 	int ret = 0;
 
 	/* a retry starts from scratch */
+	txn->uid_plan_count = 0;
 	if (txn->seq_count > 0)
 		memset(txn->uids, 0, sizeof(*txn->uids) * txn->seq_count);
 	txn->expunged = 0;

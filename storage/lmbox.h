@@ -307,12 +307,15 @@ struct lmbox_append_opts {
 	int64_t received_date;       /* 0 = now */
 	int64_t save_date;           /* 0 = now */
 	const uint8_t *guid;         /* NULL = random */
-	const char *uidl;            /* NULL = "%08X%08X" of UID, UIDVALIDITY */
+	const char *uidl;            /* NULL = "%08x%08x" of UID, UIDVALIDITY: what
+	                                Dovecot's default pop3_uidl_format gives */
 	uint32_t pop3_order;         /* 0 = none */
 	uint8_t flags;
 	const char *const *keywords; /* NULL-terminated, or NULL */
-	/* 0 = next UID.  Nonzero: wanted UID (dsync); used if >= next_uid at
-	 * commit, otherwise the next UID is assigned. */
+	/* 0 = next UID.  Nonzero: wanted UID (dsync); honoured if it is at or
+	 * above the folder's next UID as of the start of the commit and not
+	 * taken; every other message of the commit is numbered after the
+	 * highest honoured UID (Dovecot's own rule, so replicas agree). */
 	uint32_t uid;
 };
 void lmbox_append_opts_init(struct lmbox_append_opts *opts);

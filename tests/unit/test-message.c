@@ -155,7 +155,7 @@ static void test_uidl_and_meta(struct lmbox_store *store)
 	CHECK_OK(store, lmbox_reader_folder(reader, f, &info));
 	CHECK(info.next_uid == 102 && info.count == 4 && info.uidvalidity == 0x1234abcd);
 	CHECK_OK(store, lmbox_reader_msg(reader, f, uid1, &meta));
-	snprintf(expect, sizeof(expect), "%08X%08X", uid1, 0x1234abcd);
+	snprintf(expect, sizeof(expect), "%08x%08x", uid1, 0x1234abcd);
 	CHECK(strcmp(meta.uidl, expect) == 0);
 	CHECK(meta.kw_count == 0 && meta.flags == 0);
 	CHECK_OK(store, lmbox_reader_uidl(reader, f, expect, &found));
