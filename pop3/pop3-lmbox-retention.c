@@ -155,8 +155,9 @@ static void pop3_lmbox_deleted_seqs(struct client *client,
 	}
 }
 
-/* Add the expunges of expired messages to pop3's QUIT transaction. */
-static void
+/* Add the expunges of expired messages to pop3's QUIT transaction; returns
+   how many were added. */
+static unsigned int
 pop3_lmbox_expire(struct pop3_lmbox_client *pclient,
 		  struct mailbox_transaction_context *t,
 		  ARRAY_TYPE(seq_range) *expunged_uids)
@@ -175,7 +176,7 @@ pop3_lmbox_expire(struct pop3_lmbox_client *pclient,
 
 	store = lmbox_plugin_mailbox_get_store(t->box, &folder_id);
 	if (store == NULL)
-		return;
+		return 0;
 	ret = pop3_lmbox_expired_uids(pclient, store, folder_id, now,
 				      expunged_uids);
 	if (ret < 0) {
@@ -183,7 +184,7 @@ pop3_lmbox_expire(struct pop3_lmbox_client *pclient,
 			"reading the store failed: %s",
 			lmbox_store_errmsg(store));
 		array_clear(expunged_uids);
-		return;
+		return 0;
 	}
 	if (pclient->expire_days == 0) {
 		/* first retrieved by this session: now, so expired too */
@@ -191,7 +192,7 @@ pop3_lmbox_expire(struct pop3_lmbox_client *pclient,
 			seq_range_array_add(expunged_uids, r->uid);
 	}
 	if (array_count(expunged_uids) == 0)
-		return;
+		return 0;
 
 	t_array_init(&deleted_seqs, 8);
 	pop3_lmbox_deleted_seqs(client, &deleted_seqs);
@@ -219,6 +220,7 @@ pop3_lmbox_expire(struct pop3_lmbox_client *pclient,
 		       t_strdup_printf("more than %u day(s) ago",
 				       pclient->expire_days));
 	}
+	return count;
 }
 
 /* --------------------------------------------------------- store writes */
@@ -306,10 +308,8 @@ pop3_lmbox_transaction_commit(struct mailbox_transaction_context *t,
 	    !pclient->refused) {
 		/* pop3's QUIT: the one commit expiry belongs to */
 		pclient->quit_done = TRUE;
-		if (pclient->expire_enabled) {
-			pop3_lmbox_expire(pclient, t, &expunged_uids);
-			expired = array_count(&expunged_uids) > 0;
-		}
+		if (pclient->expire_enabled)
+			expired = pop3_lmbox_expire(pclient, t, &expunged_uids) > 0;
 	}
 	pop3_lmbox_retr_flush(pclient, t->box, &expunged_uids);
 
