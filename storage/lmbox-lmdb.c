@@ -5,6 +5,7 @@
  * up to map_max) on MDB_MAP_FULL and replays the function, then commits
  * and gives back the space of what the commit killed.
  */
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -136,6 +137,27 @@ void lmbox_maybe_grow_early(struct lmbox_store *store)
 		(void)lmbox_grow_map(store);
 }
 
+/* Keep blocks allocated past the end of lmbox.mdb (without changing its
+ * size), so that when deliveries have filled the disk a deletion can still
+ * commit: LMDB's copy-on-write pages land in the reserve.  Deliveries fail
+ * on their segment write first. */
+void lmbox_reserve_mdb_space(struct lmbox_store *store)
+{
+	struct lmbox_env *env = store->env;
+	uint64_t used = lmbox_map_used(env), reserve;
+	int fd;
+
+	reserve = used / 16 < LMBOX_MDB_RESERVE_MIN ? LMBOX_MDB_RESERVE_MIN : used / 16;
+	if (reserve > LMBOX_MDB_RESERVE_MAX)
+		reserve = LMBOX_MDB_RESERVE_MAX;
+	if (used == 0 || used + reserve / 2 <= env->reserved_to)
+		return;
+	if (mdb_env_get_fd(env->env, &fd) != 0)
+		return;
+	if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)used, (off_t)reserve) == 0)
+		env->reserved_to = used + reserve;
+}
+
 static void lmbox_wctx_init(struct lmbox_wctx *ctx, struct lmbox_store *store)
 {
 	memset(ctx, 0, sizeof(*ctx));
@@ -193,8 +215,10 @@ int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
 		break;
 	}
 	/* LMBOX_TEST_NO_RECLAIM: tests simulate a crash right after commit */
-	if (ret == 0)
+	if (ret == 0) {
 		store->env->reclaim_done_count = 0;
+		lmbox_reserve_mdb_space(store);
+	}
 	if (ret == 0 && ctx.reclaim_count > 0 && getenv("LMBOX_TEST_NO_RECLAIM") == NULL) {
 		lmbox_reclaim_run(store, ctx.reclaims, ctx.reclaim_count);
 		lmbox_auto_compact(store, ctx.reclaims, ctx.reclaim_count);

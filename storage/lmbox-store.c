@@ -432,6 +432,7 @@ static int lmbox_store_open_real(struct lmbox_store *store, const char *dir)
 		/* redo hole punching / unlinks a crash interrupted; failures
 		 * leave them pending for the next open and are not fatal */
 		(void)lmbox_reclaim_pending(store);
+		lmbox_reserve_mdb_space(store);
 	}
 	return 0;
 }
