@@ -372,7 +372,7 @@ def main():
                     % len(users), required=True):
             for i in range(0, len(users), 50):
                 batch = users[i:i + 50]
-                data = msg(i, body=b"for users %d..%d\r\n" % (i, i + len(batch) - 1) + b"y" * (i * 7))
+                data = msg(i, body=b"for users %d..%d\r\n" % (i, i + len(batch) - 1) + b"y" * (i * 7) + b"\r\n")
                 res = proxy.lmtp_deliver_multi(batch, data)
                 for u, (code, txt) in zip(batch, res):
                     t.check(code == 250, "%s: %d %r" % (u, code, txt))
@@ -590,7 +590,7 @@ def main():
             proxy.assert_clean_log(allow=(
                 r"connect\(127\.0\.0\.13:\d+\) failed", r"Connection refused", r"proxy.*127\.0\.0\.13",
                 # the move: the checkpassword fallback's temporary failure, as meant
-                r"checkpassword\(%s[,@].*exited with status 111" % MOVER,
+                r"checkpassword\(%s[,@)].*exited with status 111" % MOVER,
                 r"passdb lookup\(%s[@)].*Auth PASS lookup failed" % MOVER))
 
         # ---------------- 4. replication b2 <-> b3 ----------------------
