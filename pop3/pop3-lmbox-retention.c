@@ -259,11 +259,11 @@ pop3_lmbox_retr_flush(struct pop3_lmbox_client *pclient, struct mailbox *box,
 		}
 		count++;
 	}
+	/* through the plugin: the index shows nothing of these, and it is
+	   told that it still mirrors the store (next sync O(1)) */
 	if (count == 0)
 		lmbox_txn_abort(&txn);
 	else if (lmbox_plugin_mailbox_commit_txn(box, &txn) < 0) {
-		/* the index need not learn of these: the plugin keeps the
-		   next sync O(1) */
 		e_error(user->event, "pop3_lmbox: Recording first retrieval "
 			"times failed: %s",
 			mailbox_get_last_internal_error(box, NULL));
