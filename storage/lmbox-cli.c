@@ -232,9 +232,8 @@ static const struct cli_command *const commands[] = {
 
 static void print_cmd_help(const struct cli_command *cmd)
 {
-	printf("Usage: lmbox %s %s\n%s\n%s\n%s", cmd->name, cmd->synopsis,
-	       cmd->summary, "", cmd->help);
-	printf("\n" CLI_EXIT_HELP);
+	printf("Usage: lmbox %s %s\n%s\n\n%s\n" CLI_EXIT_HELP, cmd->name,
+	       cmd->synopsis, cmd->summary, cmd->help);
 }
 
 static void print_main_help(void)

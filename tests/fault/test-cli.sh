@@ -88,8 +88,8 @@ has '^INBOX +3 .* 1234567 +(1[0-9]|[2-9][0-9])'
 has '^Sub/Folder +1 '
 expect 0 "$LMBOX" ls "$st" INBOX
 has '^ +5 uidl-one .* S +2020-09-13T12:26:40Z'
-has '^ +7 000000070012D687 .* FR .* Junk$'
-has '^ +10 0000000A0012D687 '
+has '^ +7 000000070012d687 .* FR .* Junk$'
+has '^ +10 0000000a0012d687 '
 expect 0 "$LMBOX" ls "$st" Sub/Folder; has ' T '
 expect 4 "$LMBOX" ls "$st" Nope; one_error_line
 
@@ -99,7 +99,7 @@ cmp -s "$tmp/out" "$md/cur/1600000001.M1P1.host,S=100:2,S" || fail "cat INBOX 5 
 expect 4 "$LMBOX" cat "$st" INBOX 999; one_error_line
 expect 0 "$LMBOX" uidl "$st" INBOX uidl-one
 has '^uid +5$'; has '^received +2020-09-13T12:26:40Z$'; has '^flags +S$'
-expect 0 "$LMBOX" uidl "$st" INBOX 000000070012D687; has '^uid +7$'; has '^keywords +Junk$'
+expect 0 "$LMBOX" uidl "$st" INBOX 000000070012d687; has '^uid +7$'; has '^keywords +Junk$'
 expect 4 "$LMBOX" uidl "$st" INBOX no-such-uidl; one_error_line
 
 # --- check, compact, bench
