@@ -14,6 +14,8 @@ Environment (all optional):
                   ("" = none; default: docs/benchmarks.md when BENCH_OUT is the default)
   BENCH_SEED      corpus seed                            (20261123)
   BENCH_TIME_LIMIT  seconds for the whole run before it stops with an error (14400)
+  BENCH_SKIP      measurements left out, comma separated, e.g. for a quick 100k run:
+                  rss, quit, cold, deleall, churn          (none)
   BENCH_SMOKE=1   CI smoke test: defaults N=300, REPEAT=1, every measurement once,
                   answers checked, speed not judged, docs not touched
 
@@ -73,6 +75,9 @@ NET_TIMEOUT = 120.0
 SAMPLE_RETR = 100
 
 
+SKIPPABLE = {"rss", "quit", "cold", "deleall", "churn"}
+
+
 def env_list(name, default):
     v = os.environ.get(name, "").strip()
     return [x.strip() for x in (v or default).split(",") if x.strip()]
@@ -86,6 +91,10 @@ class Config:
         self.repeat = int(os.environ.get("BENCH_REPEAT") or (1 if self.smoke else 5))
         self.logins = env_list("BENCH_LOGIN", "default" if self.smoke else "default,perf")
         self.seed = int(os.environ.get("BENCH_SEED") or 20261123)
+        self.skip = set(env_list("BENCH_SKIP", ""))
+        if self.skip - SKIPPABLE:
+            raise SystemExit("BENCH_SKIP: unknown %s (known: %s)" % (", ".join(sorted(self.skip - SKIPPABLE)),
+                                                                    ", ".join(sorted(SKIPPABLE))))
         self.time_limit = float(os.environ.get("BENCH_TIME_LIMIT") or 14400)
         src = lmboxtest.top_srcdir()
         default_out = os.path.join(src, "docs", "bench")
@@ -1019,15 +1028,18 @@ class BackendRun:
         for mode in modes:
             self.step("STAT/LIST/UIDL (%s login)" % mode, self.measure_warm, user, n, mode, mb)
             self.step("RETR/TOP (%s login)" % mode, self.measure_retr_top, user, n, mode, mb)
-        self.step("pop3 peak RSS", self.measure_rss, user, n, modes[0], mb)
-        ok, r = self.step("QUIT commit", self.measure_quit_commit, user, n, modes[0], mb, n)
-        if ok:
-            mb = r[0]
-        else:
-            ok, mb = self.step("mailbox read-back", self.read_mailbox, user)
-            if not ok:
-                return
-        for mode in modes:
+        skip = self.cfg.skip
+        if "rss" not in skip:
+            self.step("pop3 peak RSS", self.measure_rss, user, n, modes[0], mb)
+        if "quit" not in skip:
+            ok, r = self.step("QUIT commit", self.measure_quit_commit, user, n, modes[0], mb, n)
+            if ok:
+                mb = r[0]
+            else:
+                ok, mb = self.step("mailbox read-back", self.read_mailbox, user)
+                if not ok:
+                    return
+        for mode in (modes if "cold" not in skip else []):
             ok, r = self.step("cold after index loss (%s login)" % mode, self.measure_cold, user, n, mode, mb)
             if ok:
                 mb = r
@@ -1036,9 +1048,11 @@ class BackendRun:
                 ok, mb = self.step("mailbox read-back", self.read_mailbox, user)
                 if not ok:
                     return
-        self.step("DELE all + QUIT", self.measure_dele_all, user, n, modes[0], mb)
+        if "deleall" not in skip:
+            self.step("DELE all + QUIT", self.measure_dele_all, user, n, modes[0], mb)
         shutil.rmtree(self.dc.home(user), ignore_errors=True)
-        self.step("churn", self.measure_churn, n, modes[0])
+        if "churn" not in skip:
+            self.step("churn", self.measure_churn, n, modes[0])
 
     def run(self):
         log("%s: starting %d private Dovecot(s) (%s)" % (self.name, len(self.cfg.logins), ", ".join(self.cfg.logins)))
@@ -1123,6 +1137,7 @@ def main():
     path = os.path.join(cfg.out, "results.jsonl")
     header = {"run": run_id, "type": "run", "machine": machine, "ns": cfg.ns, "backends": cfg.backends,
               "repeat": cfg.repeat, "logins": cfg.logins, "seed": cfg.seed, "smoke": cfg.smoke,
+              "skip": sorted(cfg.skip),
               "failures": res.failures}
     merge_jsonl(path, header, res.records)
     log("wrote %s (%d measurements)" % (path, len(res.records)))

@@ -373,7 +373,8 @@ def section(d, made, plot_note, rel):
         L.append("Run %s: N = %s, backends %s, %d repetitions (medians), login modes %s, %.0f min, "
                  "load average %s at start and %s at end%s." % (
                      r["run"], ", ".join(map(str, r["ns"])), ", ".join(r["backends"]), r["repeat"],
-                     ", ".join(r["logins"]), mm.get("duration_s", 0) / 60, "/".join(mm.get("loadavg_start", [])),
+                     ", ".join(r["logins"]) + ("; skipped: " + ", ".join(r["skip"]) if r.get("skip") else ""),
+                     mm.get("duration_s", 0) / 60, "/".join(mm.get("loadavg_start", [])),
                      "/".join(mm.get("loadavg_end", [])),
                      "; %d check(s) FAILED: %s" % (len(r["failures"]), "; ".join(r["failures"]))
                      if r.get("failures") else "; every answer checked and right"))
