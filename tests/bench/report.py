@@ -85,7 +85,9 @@ def fnum(v):
 
 
 def fratio(v):
-    return "-" if v is None else "%.2fx" % v
+    if v is None:
+        return "-"
+    return ("%.3fx" if abs(v) < 0.1 else "%.2fx") % v
 
 
 def verdict(ok):
@@ -234,6 +236,48 @@ def ratio_table(d, n):
         "%s (RSS %s)" % (fbytes(vp), fbytes(hwm)), None, None, None, "< 256 MB vsz_limit",
         None if vp is None else vp < VSZ_LIMIT)
     return out
+
+
+def summary(d, n):
+    """Targets met and missed at the largest N, and what the peers showed
+    after index loss, read from the tables (no hand-written claims)."""
+    rows = [ln for ln in ratio_table(d, n) if ln.startswith("| ") and not ln.startswith("| target")]
+    met = [r for r in rows if r.rstrip().endswith("| met |")]
+    miss = [r for r in rows if "**not met**" in r]
+    L = ["### Summary at N = %d" % n, ""]
+    if "lmbox" not in d.backends:
+        return L + ["lmbox was not measured.", ""]
+    L.append("%d of the issue's targets met, %d not met, %d not decidable at this N "
+             "(a peer at or below its floor: below the noise of F)." % (len(met), len(miss),
+                                                                         len(rows) - len(met) - len(miss)))
+    L.append("")
+    for r in miss:
+        c = [x.strip() for x in r.strip().strip("|").split("|")]
+        L.append("- not met: %s%s: lmbox %s, %s, ratio %s (target %s)" % (
+            c[0], "" if c[1] == "-" else " (%s login)" % c[1], c[2], c[3], c[4], c[5]))
+    facts = []
+    for b in d.backends:
+        if b == "lmbox":
+            continue
+        r = d.idx.get((b, n, d.logins[0] if d.logins else None, "cold_login_uidl"))
+        if not r:
+            continue
+        shown, same, tot = r["shown"][0], r["uidl_unchanged"][0], r["messages"]
+        after = (r.get("after_force_resync") or [None])[0]
+        if shown == 0:
+            f = "%s showed an empty INBOX after the index loss" % b
+        elif same < tot:
+            f = "%s showed %d of %d messages, %d of them under their old UIDL" % (b, shown, tot, same)
+        else:
+            f = "%s showed all %d messages with unchanged UIDLs" % (b, tot)
+        if after is not None and after != tot:
+            f += ", and %d after `doveadm force-resync` (messages deleted before came back)" % after
+        facts.append(f)
+    if facts:
+        L.append("")
+        L.append("Peers after the first index loss: " + "; ".join(facts) + ".")
+    L.append("")
+    return L
 
 
 def cold_table(d, n):
@@ -422,6 +466,7 @@ def section(d, made, plot_note, rel):
         L.append("No results yet.")
         return L
     top = d.ns[-1]
+    L += summary(d, top)
     for n in reversed(d.ns):
         L.append("### Ratios against the targets, N = %d" % n)
         L.append("")
