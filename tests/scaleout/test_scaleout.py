@@ -113,6 +113,15 @@ class ProxyMap:
             with open(path + ".new", "w") as f:
                 f.write("\n".join(lines) + "\n")
             os.chmod(path + ".new", 0o644)
+            # Dovecot notices a changed passwd-file by its mtime in whole
+            # seconds or its size: a same-size change within the second of
+            # the previous one (a host flipped .13 -> .12) would go unseen
+            try:
+                prev = int(os.stat(path).st_mtime)
+            except FileNotFoundError:
+                prev = None
+            if prev is not None and int(os.stat(path + ".new").st_mtime) <= prev:
+                os.utime(path + ".new", (prev + 1, prev + 1))
             os.rename(path + ".new", path)    # atomic: auth sees old or new
         path = os.path.join(self.dir, "moving")
         with open(path + ".new", "w") as f:
