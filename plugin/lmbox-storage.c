@@ -82,15 +82,16 @@ static struct mail_storage *lmbox_storage_alloc(void)
 }
 
 static int
-lmbox_setting_size(struct mail_user *user, const char *name,
+lmbox_setting_size(struct mail_user *user, struct event *event,
+		   const char *name,
 		   uint64_t *value, const char **error_r)
 {
-	const char *str = mail_user_plugin_getenv(user, name), *error;
+	const char *str = lmbox_setting_str(user, event, name), *error;
 	uoff_t size;
 
 	if (str == NULL || *str == '\0')
 		return 0;
-	if (settings_get_size(str, &size, &error) < 0) {
+	if (lmbox_parse_size(str, &size, &error) < 0) {
 		*error_r = t_strdup_printf("Invalid %s setting: %s", name, error);
 		return -1;
 	}
@@ -112,7 +113,7 @@ lmbox_store_opts_from_settings(struct mail_storage *storage,
 	lmbox_store_opts_init(opts);
 	opts->flags |= LMBOX_OPEN_CREATE;
 
-	str = mail_user_plugin_getenv(user, "lmbox_compress_level");
+	str = lmbox_setting_str(user, storage->event, "lmbox_compress_level");
 	if (str != NULL && *str != '\0') {
 		if (str_to_uint(str, &num) < 0 || num > 9) {
 			*error_r = "Invalid lmbox_compress_level setting "
@@ -121,7 +122,7 @@ lmbox_store_opts_from_settings(struct mail_storage *storage,
 		}
 		opts->compress_level = num;
 	}
-	str = mail_user_plugin_getenv(user, "lmbox_max_readers");
+	str = lmbox_setting_str(user, storage->event, "lmbox_max_readers");
 	if (str != NULL && *str != '\0') {
 		if (str_to_uint(str, &num) < 0) {
 			*error_r = "Invalid lmbox_max_readers setting";
@@ -129,12 +130,12 @@ lmbox_store_opts_from_settings(struct mail_storage *storage,
 		}
 		opts->max_readers = num;
 	}
-	if (lmbox_setting_size(user, "lmbox_map_initial", &opts->map_initial,
-			       error_r) < 0 ||
-	    lmbox_setting_size(user, "lmbox_map_max", &opts->map_max,
-			       error_r) < 0 ||
-	    lmbox_setting_size(user, "lmbox_segment_max", &opts->segment_max,
-			       error_r) < 0)
+	if (lmbox_setting_size(user, storage->event, "lmbox_map_initial",
+			       &opts->map_initial, error_r) < 0 ||
+	    lmbox_setting_size(user, storage->event, "lmbox_map_max",
+			       &opts->map_max, error_r) < 0 ||
+	    lmbox_setting_size(user, storage->event, "lmbox_segment_max",
+			       &opts->segment_max, error_r) < 0)
 		return -1;
 
 	switch (storage->set->parsed_fsync_mode) {
@@ -225,7 +226,7 @@ static int lmbox_storage_create(struct mail_storage *_storage,
 	if (!mailbox_list_get_root_path(ns->list, MAILBOX_LIST_PATH_TYPE_DIR,
 					&root)) {
 		*error_r = "lmbox: mail root directory not set "
-			"(mail_location = lmbox:~/lmbox)";
+			"(" LMBOX_MAIL_PATH_HINT ")";
 		return -1;
 	}
 	storage->store_dir = p_strdup(_storage->pool, root);
@@ -233,7 +234,8 @@ static int lmbox_storage_create(struct mail_storage *_storage,
 	if (lmbox_store_opts_from_settings(_storage, ns, &storage->opts,
 					   error_r) < 0)
 		return -1;
-	str = mail_user_plugin_getenv(_storage->user, "lmbox_log_body_opens");
+	str = lmbox_setting_str(_storage->user, _storage->event,
+				"lmbox_log_body_opens");
 	storage->log_body_opens = str != NULL &&
 		(strcmp(str, "yes") == 0 || strcmp(str, "1") == 0);
 	storage->body_opens_at_start = lmbox_body_open_count();
@@ -265,6 +267,8 @@ static void lmbox_storage_destroy(struct mail_storage *_storage)
 	index_storage_destroy(_storage);
 }
 
+#if !LMBOX_DOVECOT24
+/* 2.4: the same defaults are lmbox/ default_settings (lmbox-settings.c) */
 static void
 lmbox_storage_get_list_settings(const struct mail_namespace *ns ATTR_UNUSED,
 				struct mailbox_list_settings *set)
@@ -276,6 +280,7 @@ lmbox_storage_get_list_settings(const struct mail_namespace *ns ATTR_UNUSED,
 	if (*set->mailbox_dir_name == '\0')
 		set->mailbox_dir_name = LMBOX_MAILBOX_DIR_NAME;
 }
+#endif
 
 struct mail_storage lmbox_storage = {
 	.name = LMBOX_STORAGE_NAME,
@@ -285,11 +290,14 @@ struct mail_storage lmbox_storage = {
 		   what the store compresses already */
 		MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_GUID128,
 	.event_category = &event_category_lmbox,
+	LMBOX_STORAGE_CLASS_SET
 	.v = {
 		.alloc = lmbox_storage_alloc,
 		.create = lmbox_storage_create,
 		.destroy = lmbox_storage_destroy,
+#if !LMBOX_DOVECOT24
 		.get_list_settings = lmbox_storage_get_list_settings,
+#endif
 		.mailbox_alloc = lmbox_mailbox_alloc,
 		.list_index_rebuild = mail_storage_list_index_rebuild,
 	},

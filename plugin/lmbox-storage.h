@@ -10,6 +10,7 @@
  * lmbox-sync.c keeps in step with it.
  */
 #include "index-storage.h"
+#include "lmbox-compat.h"
 #include "lmbox.h"
 
 #define LMBOX_STORAGE_NAME "lmbox"

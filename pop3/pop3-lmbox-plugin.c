@@ -95,11 +95,11 @@ static void pop3_lmbox_read_settings(struct pop3_lmbox_client *pclient)
 	const char *str, *error;
 	unsigned int secs;
 
-	str = mail_user_plugin_getenv(user, "lmbox_pop3_login_delay");
+	str = lmbox_setting_str(user, NULL, "lmbox_pop3_login_delay");
 	if (str != NULL && *str != '\0') {
 		/* a bare number is seconds, as in RFC 2449's LOGIN-DELAY */
 		if (str_to_uint(str, &secs) < 0 &&
-		    settings_get_time(str, &secs, &error) < 0) {
+		    lmbox_parse_interval(str, &secs, &error) < 0) {
 			e_error(user->event, "pop3_lmbox: "
 				"Invalid lmbox_pop3_login_delay setting '%s': %s "
 				"(LOGIN-DELAY is off)", str, error);
@@ -107,7 +107,7 @@ static void pop3_lmbox_read_settings(struct pop3_lmbox_client *pclient)
 			pclient->login_delay_secs = secs;
 		}
 	}
-	str = mail_user_plugin_getenv(user, "lmbox_pop3_expire");
+	str = lmbox_setting_str(user, NULL, "lmbox_pop3_expire");
 	if (str != NULL && *str != '\0') {
 		if (str_to_uint(str, &pclient->expire_days) < 0 ||
 		    pclient->expire_days > 100000) {
@@ -118,7 +118,7 @@ static void pop3_lmbox_read_settings(struct pop3_lmbox_client *pclient)
 			pclient->expire_enabled = TRUE;
 		}
 	}
-	str = mail_user_plugin_getenv(user, "lmbox_pop3_test_clock_file");
+	str = lmbox_setting_str(user, NULL, "lmbox_pop3_test_clock_file");
 	if (str != NULL && *str != '\0')
 		pclient->test_clock_path = p_strdup(pclient->client->pool, str);
 }

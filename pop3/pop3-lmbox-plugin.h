@@ -15,6 +15,7 @@
 #include "mail-user.h"
 #include "mail-storage-private.h"
 #include "lmbox-plugin.h"
+#include "lmbox-compat.h"
 
 /* Store values (lmbox stat shows them). */
 #define POP3_LMBOX_LAST_LOGIN "pop3.last_login"
