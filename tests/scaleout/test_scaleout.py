@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 if os.environ.get("LMBOX_TOP_SRCDIR"):
     sys.path.insert(0, os.path.join(os.environ["LMBOX_TOP_SRCDIR"], "tests", "integration"))
-from lmboxtest import (Dovecot, Test, run, check_environment, msg, crlf, Failure, Abort, Skip,
+from lmboxtest import (Dovecot, Test, run, check_environment, msg, crlf, Failure, Skip,
                        wait_until, RawPOP3, DEFAULT_PASSWORD)
 
 PROXY_IP = "127.0.0.10"
@@ -40,7 +40,6 @@ N_USERS = int(os.environ.get("LMBOX_SCALEOUT_USERS", "300"))
 LOAD_LMTP_CLIENTS, LOAD_POP3_CLIENTS = 4, 3
 LOAD_MESSAGES = int(os.environ.get("LMBOX_SCALEOUT_MESSAGES", "2000"))
 LOAD_USERS = 60                      # the load's recipients (spread over all backends)
-DEADLINE = 200.0                     # seconds for the whole script's load phases
 MSGID_RE = re.compile(rb"(?im)^Message-ID: (<[^>]+>)")
 T0 = time.monotonic()
 
