@@ -13,10 +13,23 @@ set -e
 CHROOT=${1:-${LMBOX_CHROOT24:-/var/cache/lmbox/trixie-chroot}}
 SUITE=${LMBOX_CHROOT24_SUITE:-trixie}
 PKGS="dovecot-core dovecot-dev dovecot-pop3d dovecot-imapd dovecot-lmtpd \
-liblmdb-dev zlib1g-dev build-essential autoconf automake libtool pkg-config python3"
+liblmdb-dev zlib1g-dev build-essential autoconf automake libtool pkg-config python3 curl"
 
 if [ -f "$CHROOT/.lmbox-ready" ]; then
 	echo "chroot-dovecot24: reusing $CHROOT ($(cat "$CHROOT/.lmbox-ready"))"
+	# a package added to PKGS since the chroot was made
+	missing=""
+	for p in $PKGS; do
+		chroot "$CHROOT" dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null |
+			grep -q '^install ok installed' || missing="$missing $p"
+	done
+	if [ -n "$missing" ]; then
+		echo "chroot-dovecot24: installing$missing"
+		chroot "$CHROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+			DEBIAN_FRONTEND=noninteractive sh -c "apt-get update -q &&
+			apt-get install -y -q --no-install-recommends $PKGS && apt-get clean" \
+			> "$CHROOT.apt.log" 2>&1 || { tail -30 "$CHROOT.apt.log" >&2; exit 1; }
+	fi
 	exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
