@@ -374,6 +374,9 @@ def main():
             proxy.start()
             for name, dc in sorted(be.items()):
                 t.eq(dc.host, BACKENDS[name], "backend address")
+            for dc in list(be.values()) + [proxy]:   # each is stopped through this pid
+                with open(os.path.join(dc.tmp, "run", "master.pid")) as f:
+                    t.eq(int(f.read().split()[0]), dc.master_pid, "master.pid of %s" % dc.host)
         P = (PROXY_IP, ports)
 
         # ---------------- 1. sharding -----------------------------------
@@ -541,11 +544,31 @@ def main():
         with t.case("move step 1: bulk copy while the user is live (doveadm backup over tcp to b2)"):
             t_mv = time.monotonic()
             old.doveadm("backup", "-u", MOVER, "tcp:%s:%d" % (BACKENDS["b2"], ports["doveadm"]))
-        with t.case("move step 2: user blocked at the proxy: LMTP 451 (4xx), POP3 -ERR [SYS/TEMP]"):
+            # a client that stays logged in through the proxy across the block
+            idle = RawPOP3(ports["pop3"], PROXY_IP)
+            idle.login(MOVER, DEFAULT_PASSWORD)
+            idle.stat()
+        with t.case("move step 2: user blocked at the proxy, open session kicked: LMTP 451 (4xx), POP3 -ERR [SYS/TEMP]"):
             pm.moving.add(MOVER)
             pm.write()
             pm.wait_seen(proxy, MOVER)
-            proxy.doveadm("proxy", "kick", MOVER, check=False)
+            proxy.doveadm("proxy", "kick", MOVER)
+
+            def kicked():
+                """The session ends (EOF or reset) within 5 s; a last line
+                from the server before the close is fine."""
+                idle.sock.settimeout(5)
+                for _ in range(10):
+                    try:
+                        if not idle.sock.recv(1 << 16):
+                            return True
+                    except socket.timeout:
+                        return False
+                    except OSError:
+                        return True
+                return False
+            t.check(kicked(), "doveadm proxy kick left the proxied POP3 session open")
+            idle.close()
             code, txt = deliver(PROXY_IP, ports["lmtp"], MOVER, late)
             t.check(400 <= code < 500, "LMTP during the move: %d %r" % (code, txt))
             rep = pop3_login_reply(PROXY_IP, ports["pop3"], MOVER)
