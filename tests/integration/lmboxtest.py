@@ -534,6 +534,10 @@ class Dovecot:
             a("plugin {\n%s\n}" % "\n".join("  %s = %s" % kv for kv in self.plugin_settings.items()))
         if self.extra_conf:
             a(self.extra_conf)
+        if os.environ.get("LMBOX_IT_EXTRA_CONF"):
+            # appended to every generated config, e.g. by the sanitizer run of
+            # tests/reliability (import_environment, default_vsz_limit)
+            a(os.environ["LMBOX_IT_EXTRA_CONF"])
         return "\n".join(s) + "\n"
 
     def _conf_text24(self, passwd):
@@ -565,8 +569,10 @@ class Dovecot:
             a("%s = %s" % kv)
         if self.module_dir is not None:
             a("mail_plugin_dir = %s" % self.module_dir)
-        if self.mail_plugins:
-            a("mail_plugins {\n%s\n}" % "\n".join("  %s = yes" % p for p in self.mail_plugins))
+        # 2.3's zlib plugin is mail_compress in 2.4
+        plugins24 = ["mail_compress" if p == "zlib" else p for p in self.mail_plugins]
+        if plugins24:
+            a("mail_plugins {\n%s\n}" % "\n".join("  %s = yes" % p for p in plugins24))
         if self.mail_debug:
             a("log_debug = category=mail")
         a("lmtp_save_to_detail_mailbox = no")
@@ -614,10 +620,15 @@ class Dovecot:
                                          "messages": "message_count"}[k], v))
             psets.pop("quota_vsizes", None)   # the count driver counts vsizes
             a('quota "%s" {\n%s\n}' % (qname or "User quota", "\n".join(q)))
-        for kv in psets.items():
-            a("%s = %s" % kv)
+        renamed = {"zlib_save": "mail_compress_write_method", "zlib_save_level": "compress_gz_level"}
+        for k, v in psets.items():
+            a("%s = %s" % (renamed.get(k, k), v))
         if self.extra_conf:
             a(self.extra_conf)
+        if os.environ.get("LMBOX_IT_EXTRA_CONF"):
+            # appended to every generated config, e.g. by the sanitizer run of
+            # tests/reliability (import_environment, default_vsz_limit)
+            a(os.environ["LMBOX_IT_EXTRA_CONF"])
         return "\n".join(s) + "\n"
 
     def setup(self):
