@@ -66,7 +66,9 @@ UNCOMPRESSED_PEERS = ("maildir", "sdbox", "mdbox")
 ZLIB_PEERS = ("maildir+zlib", "mdbox+zlib")
 LOGIN_CONF = {
     "default": "",
-    "perf": ("service pop3-login {\n  service_count = 0\n  process_min_avail = 2\n}\n"
+    # 2.4 renamed service_count (docs/dovecot24.md)
+    "perf": ("service pop3-login {\n  %s\n  process_min_avail = 2\n}\n"
+             % ("restart_request_count = unlimited" if lmboxtest.is_dovecot24() else "service_count = 0") +
              "service pop3 {\n  process_min_avail = 2\n}\n"),
 }
 PASSWORD = lmboxtest.DEFAULT_PASSWORD
