@@ -22,6 +22,20 @@ step "build with -Werror"
 step "make check"
 ( cd "$b/werror" && make -j"$jobs" -k check ) || status=1
 
+step "Dovecot 2.4 (Debian 13 chroot, make check-dovecot24)"
+if [ "$(id -u)" = 0 ]; then
+	( cd "$b/werror" && make check-dovecot24 ) || status=$((status + 1))
+	# count its results with the others
+	chroot24=${LMBOX_CHROOT24:-/var/cache/lmbox/trixie-chroot}
+	if [ -d "$chroot24/build/lmbox/tests" ]; then
+		mkdir -p "$b/dovecot24"
+		( cd "$chroot24/build/lmbox" && find tests -name '*.trs' -o -name '*.log' |
+		  tar -cf - -T - ) | tar -xf - -C "$b/dovecot24"
+	fi
+else
+	echo "SKIP: check-dovecot24 needs root (debootstrap, chroot)"
+fi
+
 step "ASan+UBSan build, unit tests"
 ( cd "$b/san" && ../../../configure --enable-sanitizers -q >configure.log 2>&1 &&
   make -j"$jobs" -C storage >make.log 2>&1 &&
