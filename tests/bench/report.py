@@ -295,7 +295,9 @@ def cold_table(d, n):
     out.append("")
     out.append("Each repetition deletes the index files again (comma-separated: one figure per repetition). "
                "More messages after `force-resync` than before means messages deleted earlier by the QUIT "
-               "commit measurement (expunged, not yet purged) came back.")
+               "commit measurement (expunged, not yet purged) came back. Only the first repetition is a "
+               "first loss; the later ones follow a `force-resync` (maildir then sometimes gets its old "
+               "UIDVALIDITY again), so the summary quotes the first.")
     return out
 
 
@@ -429,7 +431,7 @@ def section(d, made, plot_note, rel):
     L.append("")
     L.append("How to run: `make bench` (N = 1000,10000, all six backends, 5 repetitions, both login "
              "modes; some 30-60 min on 2 cores), or e.g. `make bench BENCH_N=100000 BENCH_BACKENDS=lmbox,mdbox "
-             "BENCH_REPEAT=3` (results of other backends and N are kept in the JSONL); "
+             "BENCH_REPEAT=3 BENCH_SKIP=churn,rss,deleall` (results of other backends and N are kept in the JSONL); "
              "`make -C tests/bench check` is the CI smoke test (N = 300, once, answers checked, speed not judged).")
     L.append("")
     L.append("What is measured (client side over 127.0.0.1, medians of the repetitions, one warm-up first):")
@@ -493,6 +495,9 @@ def section(d, made, plot_note, rel):
         L.append(plot_note)
     for fn, what in made:
         L.append("![%s](%s/%s)" % (what, rel, fn))
+        L.append("")
+    if made:
+        L.append("In the time plot, a median at or below the backend's own F (noise) is drawn at 0.01 ms.")
         L.append("")
     return L
 
