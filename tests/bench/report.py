@@ -351,7 +351,9 @@ def plots(d, out):
                 if os.path.exists(png):
                     made.append(("time_above_floor.png", "time above F of login+STAT and login+UIDL against N"))
         # 2. disk bytes per backend at each N
-        n = d.ns[-1] if d.ns else None
+        # the largest N at which the most backends were measured
+        n = max(d.ns, key=lambda k: (sum(1 for b in d.backends if d.get(b, k, None, "disk_bytes") is not None), k)) \
+            if d.ns else None
         if n:
             fn = os.path.join(tmp, "disk.dat")
             rows = []
