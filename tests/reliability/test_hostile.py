@@ -265,6 +265,10 @@ def main():
             dc.delete_index_files("meta")
             how, details = session(dc, "meta")
             print("      after --repair: POP3 %s %r" % (how, repr(details)[:100]))
+            if how != "session":
+                # docs/reliability.md "Known gap": reported, not failed on
+                print("      KNOWN GAP: one malformed message record makes the whole folder unusable "
+                      "(POP3/IMAP/LMTP refuse the user) and lmbox check --repair does not fix it")
         with t.case("store format version set above this build's: POP3 -ERR, LMTP 4xx, log says newer"):
             set_format(dc, os.path.join(dc.mail_root("newer"), "lmbox.mdb"), 99)
             how, details, code = check_damaged("newer", "newer format", True, r"(?i)newer")
