@@ -5,7 +5,7 @@ process (lmtp, pop3 found under the private master by /proc scanning;
 doveadm our own child) at a random point chosen by a seeded RNG: after a
 random number of message bytes sent, or after the process made a random
 number of read/write system calls since the command that commits (progress,
-not time).  Some rounds kill -9 the whole Dovecot (master and all children)
+not time).  IMAP UID EXPUNGE sessions are killed the same way.  Some rounds kill -9 the whole Dovecot (master and all children)
 mid-delivery and mid-QUIT, then restart it.
 
 After every kill:
@@ -13,8 +13,8 @@ After every kill:
     byte-exact (POP3 RETR), LIST size = octets;
   - a delivery killed before its final dot is absent; one killed after it
     is there byte-exact or absent;
-  - a QUIT that got +OK (doveadm expunge: exit 0) removed exactly its
-    messages; one killed after QUIT was sent removed all or none of its
+  - a QUIT that got +OK (doveadm expunge: exit 0, IMAP UID EXPUNGE: OK)
+    removed exactly its messages; one killed after QUIT was sent removed all or none of its
     DELEs; one killed before QUIT removed none;
   - no other message is gone, none is duplicated, nothing deleted returns;
   - the UIDL of every survivor is unchanged;
@@ -26,6 +26,7 @@ import os
 import random
 import re
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -286,6 +287,62 @@ def act_doveadm(dc, m, rng, stats):
     return "doveadm expunge of %d, rc %d (%s syscalls, target %d)" % (len(mids), rc, seen, n)
 
 
+def act_imap(dc, m, rng, stats):
+    """IMAP: UID STORE +FLAGS (\\Deleted) then UID EXPUNGE of 1-3 known
+    messages, the imap process killed after 0-15 of its system calls once
+    UID EXPUNGE was sent (or at its reply)."""
+    rows = dc.doveadm_fetch(USER, "uid pop3.uidl")
+    by_uidl = {v: k for k, v in m.uidl.items()}
+    known = [(row["uid"], by_uidl[row["pop3.uidl"]]) for row in rows if row["pop3.uidl"] in by_uidl]
+    if not known:
+        return "imap: nothing to expunge"
+    chosen = rng.sample(known, min(len(known), rng.randint(1, 3)))
+    uids = ",".join(u for u, _ in chosen)
+    mids = [x for _, x in chosen]
+    sock = socket.create_connection((dc.host, dc.ports["imap"]), timeout=30)
+    f = sock.makefile("rb")
+    try:
+        f.readline()
+
+        def cmd(tag, text):
+            sock.sendall(("%s %s\r\n" % (tag, text)).encode())
+            for _ in range(10000):
+                ln = f.readline()
+                if not ln:
+                    raise Failure("IMAP closed at %s" % text)
+                if ln.startswith(tag.encode() + b" "):
+                    if not ln.startswith(tag.encode() + b" OK"):
+                        raise Failure("IMAP %s: %r" % (text, ln))
+                    return
+            raise Failure("IMAP: no tagged reply")
+        cmd("a1", "LOGIN %s %s" % (USER, dc.password(USER)))
+        pid = server_pid(dc.master_pid, dc.ports["imap"], sock, "imap")
+        cmd("a2", "SELECT INBOX")
+        cmd("a3", "UID STORE %s +FLAGS.SILENT (\\Deleted)" % uids)
+        sock.sendall(b"a4 UID EXPUNGE " + uids.encode() + b"\r\n")
+        n = rng.randint(0, 15)
+        seen = kill_after_progress(pid, n, sock=sock)
+        sock.settimeout(2.0)
+        done = False
+        try:
+            for _ in range(1000):
+                ln = f.readline()
+                if not ln:
+                    break
+                if ln.startswith(b"a4 "):
+                    done = ln.startswith(b"a4 OK")
+                    break
+        except OSError:
+            pass
+        m.groups.append(("all" if done else "allornone", mids))
+        stats["imap expunge " + ("after OK" if done else "in commit")] += 1
+        return "imap killed %s UID EXPUNGE of %d (%s syscalls, target %d)" % (
+            "after the OK of" if done else "during", len(mids), seen, n)
+    finally:
+        f.close()
+        sock.close()
+
+
 def act_whole(dc, m, rng, stats):
     """kill -9 of master and all children while an LMTP delivery and a QUIT
     are in flight; then restart."""
@@ -341,7 +398,8 @@ def main():
     stats = {k: 0 for k in ("lmtp mid-DATA", "lmtp in commit", "lmtp after 250", "pop3 mid-RETR",
                             "pop3 before QUIT", "pop3 in commit", "pop3 after +OK", "pop3 idle",
                             "doveadm save killed", "doveadm save finished", "doveadm expunge killed",
-                            "doveadm expunge finished", "whole dovecot")}
+                            "doveadm expunge finished", "imap expunge in commit", "imap expunge after OK",
+                            "whole dovecot")}
     m = Model()
     with Dovecot(users=(USER, "bob")) as dc:
         dc.expected_fatal = (reltest.KILLED9,)
@@ -369,8 +427,9 @@ def main():
                     what = act_whole(dc, m, rng, stats)
                 else:
                     count = len(m.committed) + len(m.maybe)
-                    weights = (4, 2 if count < MAX_MSGS else 6, 2) if count > 2 else (1, 0, 0)
-                    act = rng.choices((act_lmtp, act_pop3, act_doveadm), weights=weights)[0]
+                    weights = (4, 2 if count < MAX_MSGS else 6, 2, 1 if count < MAX_MSGS else 2) \
+                        if count > 2 else (1, 0, 0, 0)
+                    act = rng.choices((act_lmtp, act_pop3, act_doveadm, act_imap), weights=weights)[0]
                     what = act(dc, m, rng, stats)
                 verify(t, dc, m, what)
                 survived += 1
