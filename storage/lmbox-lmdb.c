@@ -5,6 +5,7 @@
  * up to map_max) on MDB_MAP_FULL and replays the function, then commits
  * and gives back the space of what the commit killed.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +138,16 @@ void lmbox_maybe_grow_early(struct lmbox_store *store)
 		(void)lmbox_grow_map(store);
 }
 
+/* Size of the full-disk reserve (below) for a file using used bytes:
+ * 1/16, within bounds. */
+uint64_t lmbox_mdb_reserve_size(uint64_t used)
+{
+	uint64_t reserve;
+
+	reserve = used / 16 < LMBOX_MDB_RESERVE_MIN ? LMBOX_MDB_RESERVE_MIN : used / 16;
+	return reserve > LMBOX_MDB_RESERVE_MAX ? LMBOX_MDB_RESERVE_MAX : reserve;
+}
+
 /* Keep blocks allocated past the end of lmbox.mdb (without changing its
  * size), so that when deliveries have filled the disk a deletion can still
  * commit: LMDB's copy-on-write pages land in the reserve.  Deliveries fail
@@ -144,12 +155,9 @@ void lmbox_maybe_grow_early(struct lmbox_store *store)
 void lmbox_reserve_mdb_space(struct lmbox_store *store)
 {
 	struct lmbox_env *env = store->env;
-	uint64_t used = lmbox_map_used(env), reserve;
+	uint64_t used = lmbox_map_used(env), reserve = lmbox_mdb_reserve_size(used);
 	int fd;
 
-	reserve = used / 16 < LMBOX_MDB_RESERVE_MIN ? LMBOX_MDB_RESERVE_MIN : used / 16;
-	if (reserve > LMBOX_MDB_RESERVE_MAX)
-		reserve = LMBOX_MDB_RESERVE_MAX;
 	if (used == 0 || used + reserve / 2 <= env->reserved_to)
 		return;
 	if (mdb_env_get_fd(env->env, &fd) != 0)
@@ -171,6 +179,7 @@ static void lmbox_wctx_init(struct lmbox_wctx *ctx, struct lmbox_store *store)
 int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
 {
 	struct lmbox_wctx ctx;
+	bool released = false, commit_nospace;
 	int rc, ret;
 
 	if ((ret = lmbox_store_check_usable(store, true)) < 0)
@@ -188,6 +197,7 @@ int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
 			return lmbox_set_mdb_error(store, rc,
 				"%s: cannot begin write transaction", store->mdb_path);
 		}
+		commit_nospace = false;
 		ret = fn(&ctx, context);
 		if (ret == 0)
 			ret = lmbox_reclaim_forget_done(&ctx);
@@ -199,6 +209,7 @@ int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
 			if (rc != 0) {
 				ret = lmbox_set_mdb_error(store, rc, "%s: commit failed",
 							  store->mdb_path);
+				commit_nospace = rc == ENOSPC || rc == EDQUOT;
 			}
 		}
 		if (ctx.txn != NULL) {
@@ -212,6 +223,16 @@ int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
 				continue;
 			}
 		}
+		/* A deletion (it writes no segment) that met a full disk:
+		 * its new pages may be free pages whose blocks were punched
+		 * (lmbox-trim.c).  Give it the blocks kept past the end of
+		 * lmbox.mdb, once. */
+		if (commit_nospace && !released && ctx.reclaim_count > 0 &&
+		    ctx.sync_fd_count == 0 && lmbox_release_mdb_reserve(store)) {
+			released = true;
+			lmbox_wctx_free(&ctx);
+			continue;
+		}
 		break;
 	}
 	/* LMBOX_TEST_NO_RECLAIM: tests simulate a crash right after commit */
@@ -222,7 +243,11 @@ int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
 	if (ret == 0 && ctx.reclaim_count > 0 && getenv("LMBOX_TEST_NO_RECLAIM") == NULL) {
 		lmbox_reclaim_run(store, ctx.reclaims, ctx.reclaim_count);
 		lmbox_auto_compact(store, ctx.reclaims, ctx.reclaim_count);
+		/* the space just punched can hold the reserve again */
+		lmbox_reserve_mdb_space(store);
 	}
+	if (ret == 0)
+		lmbox_mdb_trim(store);
 	lmbox_wctx_free(&ctx);
 	return ret;
 }

@@ -28,6 +28,12 @@
  * disk: 1/16 of what is used, within these bounds. */
 #define LMBOX_MDB_RESERVE_MIN (1024 * 1024)
 #define LMBOX_MDB_RESERVE_MAX (32 * 1024 * 1024)
+/* Free LMDB pages are punched out (lmbox-trim.c) when lmbox.mdb holds more
+ * blocks than its live pages + the front the last trim kept + max(this,
+ * 1/4 of the live pages); the next trim waits until that much more is free
+ * than the last one left, or until some time passed. */
+#define LMBOX_MDB_TRIM_MIN (512 * 1024)
+#define LMBOX_MDB_TRIM_RETRY_SECS 30
 
 /* One LMDB environment per store per process, shared by every
  * lmbox_store_open() of that store in this process (LMDB forbids opening
@@ -52,6 +58,10 @@ struct lmbox_env {
 	 * lock) */
 	bool compacting;           /* no auto-compaction from inside one */
 	uint64_t reserved_to;      /* lmbox.mdb blocks allocated up to here */
+	uint64_t trim_excess;      /* lmbox.mdb blocks past its live pages
+	                              after the last trim */
+	uint64_t trim_keep;        /* free pages it left for LMDB to reuse */
+	int64_t trim_time;         /* ... and when it ran */
 	struct lmbox_reclaim_item *reclaim_done;
 	unsigned int reclaim_done_count, reclaim_done_alloc;
 	bool rdonly;
@@ -187,6 +197,8 @@ bool lmbox_same_process(const struct lmbox_store *store);
 int lmbox_rtxn_begin(struct lmbox_store *store, MDB_txn **txn_r);
 void lmbox_maybe_grow_early(struct lmbox_store *store);
 void lmbox_reserve_mdb_space(struct lmbox_store *store);
+/* the size of that reserve for a file using used bytes */
+uint64_t lmbox_mdb_reserve_size(uint64_t used);
 int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context);
 int lmbox_meta_get_u32(struct lmbox_store *store, MDB_txn *txn, const char *key,
 		       uint32_t *value_r);
@@ -194,6 +206,12 @@ int lmbox_meta_put_u32(struct lmbox_store *store, MDB_txn *txn, const char *key,
 		       uint32_t value);
 void lmbox_random_bytes(void *buf, size_t size);
 int64_t lmbox_now(void);
+
+/* lmbox-trim.c */
+/* Punch out the blocks of LMDB free pages no reader can see, if many. */
+void lmbox_mdb_trim(struct lmbox_store *store);
+/* Free the blocks kept past the end of lmbox.mdb; true if any were. */
+bool lmbox_release_mdb_reserve(struct lmbox_store *store);
 
 /* lmbox-compact.c */
 void lmbox_auto_compact(struct lmbox_store *store, const struct lmbox_reclaim_item *items,
