@@ -111,7 +111,10 @@ lmbox_store_opts_from_settings(struct mail_storage *storage,
 	unsigned int num;
 
 	lmbox_store_opts_init(opts);
-	opts->flags |= LMBOX_OPEN_CREATE;
+	/* A deletion's space is given back when its mailbox is closed
+	   (lmbox_mailbox_close), after the client has its answer: a POP3
+	   QUIT is answered before Dovecot frees the mailbox. */
+	opts->flags |= LMBOX_OPEN_CREATE | LMBOX_OPEN_DEFER_RECLAIM;
 
 	str = lmbox_setting_str(user, storage->event, "lmbox_compress_level");
 	if (str != NULL && *str != '\0') {

@@ -240,7 +240,9 @@ int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
 		store->env->reclaim_done_count = 0;
 		lmbox_reserve_mdb_space(store);
 	}
-	if (ret == 0 && ctx.reclaim_count > 0 && getenv("LMBOX_TEST_NO_RECLAIM") == NULL) {
+	/* LMBOX_OPEN_DEFER_RECLAIM: left to lmbox_store_reclaim() */
+	if (ret == 0 && ctx.reclaim_count > 0 && getenv("LMBOX_TEST_NO_RECLAIM") == NULL &&
+	    (store->opts.flags & LMBOX_OPEN_DEFER_RECLAIM) == 0) {
 		lmbox_reclaim_run(store, ctx.reclaims, ctx.reclaim_count);
 		lmbox_auto_compact(store, ctx.reclaims, ctx.reclaim_count);
 		/* the space just punched can hold the reserve again */

@@ -245,20 +245,21 @@ void lmbox_reclaim_run(struct lmbox_store *store,
 	free(items);
 }
 
-/* At open: redo what a crash interrupted.  Only reads and punches; the
- * records are forgotten by this process's next write, so opening a store
- * never waits for the write lock. */
-int lmbox_reclaim_pending(struct lmbox_store *store)
+/* Every reclaim record of the store. */
+static int lmbox_reclaim_collect(struct lmbox_store *store, struct lmbox_reclaim_item **items_r,
+				 unsigned int *count_r, unsigned int *alloc_r)
 {
 	struct lmbox_env *env = store->env;
 	struct lmbox_reclaim_item *items = NULL;
-	unsigned int count = 0, alloc = 0, done;
+	unsigned int count = 0, alloc = 0;
 	struct lmbox_reclaim_rec rec;
 	MDB_txn *txn;
 	MDB_cursor *cur;
 	MDB_val k, v;
 	int rc, ret;
 
+	*items_r = NULL;
+	*count_r = *alloc_r = 0;
 	if ((ret = lmbox_rtxn_begin(store, &txn)) < 0)
 		return ret;
 	if ((rc = mdb_cursor_open(txn, env->dbi_reclaim, &cur)) != 0) {
@@ -280,8 +281,28 @@ int lmbox_reclaim_pending(struct lmbox_store *store)
 	}
 	mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
-	if (count == 0)
+	*items_r = items;
+	*count_r = count;
+	*alloc_r = alloc;
+	return 0;
+}
+
+/* At open: redo what a crash interrupted.  Only reads and punches; the
+ * records are forgotten by this process's next write, so opening a store
+ * never waits for the write lock. */
+int lmbox_reclaim_pending(struct lmbox_store *store)
+{
+	struct lmbox_env *env = store->env;
+	struct lmbox_reclaim_item *items;
+	unsigned int count, alloc, done;
+	int ret;
+
+	if ((ret = lmbox_reclaim_collect(store, &items, &count, &alloc)) < 0)
+		return ret;
+	if (count == 0) {
+		free(items);
 		return 0;
+	}
 	done = lmbox_reclaim_do(store, items, count);
 	if (done > 0 && env->reclaim_done_count == 0) {
 		free(env->reclaim_done);
@@ -291,5 +312,34 @@ int lmbox_reclaim_pending(struct lmbox_store *store)
 		items = NULL;
 	}
 	free(items);
+	return 0;
+}
+
+/* The work LMBOX_OPEN_DEFER_RECLAIM left after commits: punch, forget the
+ * records (one unsynced write, as after an ordinary commit), auto-compact,
+ * and give back what a compaction killed in turn. */
+int lmbox_store_reclaim(struct lmbox_store *store)
+{
+	struct lmbox_reclaim_item *items;
+	unsigned int count, alloc;
+	int ret;
+
+	if ((ret = lmbox_store_check_usable(store, false)) < 0)
+		return ret;
+	if (store->env->rdonly || (store->opts.flags & LMBOX_OPEN_RDONLY) != 0)
+		return 0;
+	for (int pass = 0; pass < 2; pass++) {
+		if ((ret = lmbox_reclaim_collect(store, &items, &count, &alloc)) < 0)
+			return ret;
+		if (count > 0) {
+			lmbox_reclaim_run(store, items, count);
+			if (pass == 0)
+				lmbox_auto_compact(store, items, count);
+			lmbox_reserve_mdb_space(store);
+		}
+		free(items);
+		if (count == 0)
+			break;
+	}
 	return 0;
 }

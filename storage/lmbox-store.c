@@ -516,8 +516,11 @@ void lmbox_store_close(struct lmbox_store **_store)
 		return;
 	*_store = NULL;
 	/* after fork the environment is the parent's: leave it alone */
-	if (lmbox_same_process(store))
+	if (lmbox_same_process(store)) {
+		if ((store->opts.flags & LMBOX_OPEN_DEFER_RECLAIM) != 0)
+			(void)lmbox_store_reclaim(store);
 		lmbox_env_unref(store->env);
+	}
 	free(store->dir);
 	free(store->seg_dir);
 	free(store->tmp_dir);

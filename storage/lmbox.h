@@ -98,6 +98,11 @@ struct lmbox_store;
 enum lmbox_open_flags {
 	LMBOX_OPEN_CREATE = 0x01, /* create DIR and an empty store if missing */
 	LMBOX_OPEN_RDONLY = 0x02, /* no writes; LMBOX_ERR_READONLY on attempts */
+	/* A commit that kills blobs only records their ranges (as always, in
+	 * the same LMDB transaction); the punching, unlinking and
+	 * auto-compaction wait for lmbox_store_reclaim() or
+	 * lmbox_store_close(), so they are not part of the commit's latency. */
+	LMBOX_OPEN_DEFER_RECLAIM = 0x04,
 };
 
 enum lmbox_fsync_mode {
@@ -133,6 +138,13 @@ int lmbox_store_open(const char *dir, const struct lmbox_store_opts *opts,
 		     struct lmbox_store **store_r, const char **errmsg_r);
 /* Close and set *store to NULL.  NULL-safe. */
 void lmbox_store_close(struct lmbox_store **store);
+/* Give back the space of blobs that commits killed and left recorded
+ * (LMBOX_OPEN_DEFER_RECLAIM, or a crash): punch, unlink dead segments,
+ * auto-compact sparse ones.  Also done by lmbox_store_close() of a store
+ * opened with LMBOX_OPEN_DEFER_RECLAIM.  Best effort: what fails stays
+ * recorded and is redone later (by this call or any open); returns 0, or
+ * an error if the records could not be read. */
+int lmbox_store_reclaim(struct lmbox_store *store);
 /* One line about the last failure on this store. */
 const char *lmbox_store_errmsg(const struct lmbox_store *store);
 const char *lmbox_store_path(const struct lmbox_store *store);
