@@ -205,10 +205,14 @@ static int lmbox_mailbox_open(struct mailbox *box)
 		LMBOX_INDEX_HEADER_NAME, sizeof(hdr), 0, 0);
 	if (index_storage_mailbox_open(box, FALSE) < 0)
 		return -1;
+	/* The store, not the index, makes an append or an expunge durable:
+	   it is committed (and synced) before the index hears of it, and an
+	   index that lost its tail in a crash is brought in step with the
+	   store at the next open (lmbox_sync_needed).  So, unlike dbox, the
+	   index log is not synced for appends and expunges; mail_fsync=always
+	   still syncs every write. */
 	mail_index_set_fsync_mode(box->index,
-				  box->storage->set->parsed_fsync_mode,
-				  MAIL_INDEX_FSYNC_MASK_APPENDS |
-				  MAIL_INDEX_FSYNC_MASK_EXPUNGES);
+				  box->storage->set->parsed_fsync_mode, 0);
 
 	/* A fresh or stale index (deleted index files, changes made while
 	   the index was not looking) is brought in step right away, so that

@@ -389,8 +389,10 @@ int lmbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
 	/* Take the index sync lock with an index that holds every store
 	   message, so that the store's new UIDs come after the index's. */
 	for (i = 0;; i++) {
-		if (lmbox_sync_begin(mbox, LMBOX_SYNC_FLAG_FORCE |
-				     LMBOX_SYNC_FLAG_FSYNC, &ctx->sync_ctx) < 0)
+		/* no LMBOX_SYNC_FLAG_FSYNC: the store commit below is what
+		   makes the delivery durable (see lmbox_mailbox_open) */
+		if (lmbox_sync_begin(mbox, LMBOX_SYNC_FLAG_FORCE,
+				     &ctx->sync_ctx) < 0)
 			goto failed;
 		i_assert(ctx->sync_ctx != NULL);
 		if (ctx->sync_ctx->added == 0)
