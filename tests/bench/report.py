@@ -404,7 +404,9 @@ def _gp(gp, lines, tmp):
 # --------------------------------------------------------------------------
 # the section
 
-def section(d, made, plot_note, rel):
+def section(d, made, plot_note, rel, out_dir=None):
+    """out_dir/notes.md (hand-written causes and caveats, kept across runs)
+    goes in after the summary."""
     runs = [d.runs[k] for k in sorted(d.runs)]
     last = runs[-1] if runs else {}
     mach = last.get("machine", {})
@@ -471,6 +473,10 @@ def section(d, made, plot_note, rel):
         return L
     top = d.ns[-1]
     L += summary(d, top)
+    notes = os.path.join(out_dir, "notes.md") if out_dir else None
+    if notes and os.path.exists(notes):
+        with open(notes) as f:
+            L += [f.read().rstrip(), ""]
     for n in reversed(d.ns):
         L.append("### Ratios against the targets, N = %d" % n)
         L.append("")
@@ -538,7 +544,7 @@ def write_all(out, docs):
     made, note = plots(d, out)
     if docs:
         rel = os.path.relpath(out, os.path.dirname(os.path.abspath(docs)))
-        write_section(docs, section(d, made, note, rel))
+        write_section(docs, section(d, made, note, rel, out))
         print("report: wrote section %r of %s" % (SECTION, docs), flush=True)
     else:
         md = os.path.join(out, "report.md")
