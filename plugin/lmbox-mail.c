@@ -28,6 +28,7 @@ struct lmbox_mail {
 
 	/* scalar metadata of the message (pointer fields cleared) */
 	struct lmbox_msg_meta meta;
+	/* UIDL copied into the data pool, once asked for */
 	const char *uidl;
 	uint32_t meta_uid;
 	bool meta_loaded;
@@ -76,16 +77,42 @@ static int lmbox_mail_load(struct lmbox_mail *mail)
 		mail_set_expunged(_mail);
 		return -1;
 	}
-	mail->uidl = p_strdup(mail->imail.mail.data_pool, meta.uidl);
+	/* The walk (POP3 login, LIST) asks only sizes: the UIDL is copied
+	   when asked for, and the sizes are left out of index_mail's data,
+	   whose close would otherwise offer them to the cache file (or the
+	   index's vsize extension) for every message. */
 	meta.uidl = NULL;
 	meta.keywords = NULL;
 	meta.kw_count = 0;
 	mail->meta = meta;
+	mail->uidl = NULL;
 	mail->meta_uid = _mail->uid;
 	mail->meta_loaded = TRUE;
+	return 0;
+}
 
-	mail->imail.data.physical_size = meta.phys_size;
-	mail->imail.data.virtual_size = meta.virt_size;
+/* The message's UIDL, valid as long as the mail's data.  0 ok, -1 error. */
+static int lmbox_mail_get_uidl(struct lmbox_mail *mail, const char **uidl_r)
+{
+	struct mail *_mail = &mail->imail.mail.mail;
+	struct lmbox_msg_meta meta;
+	int ret;
+
+	if (lmbox_mail_load(mail) < 0)
+		return -1;
+	if (mail->uidl == NULL) {
+		/* the dense array's hint makes this O(1) in a walk */
+		ret = lmbox_meta_lookup(LMBOX_MAILBOX(_mail->box), _mail->uid,
+					&meta);
+		if (ret < 0)
+			return -1;
+		if (ret == 0) {
+			mail_set_expunged(_mail);
+			return -1;
+		}
+		mail->uidl = p_strdup(mail->imail.mail.data_pool, meta.uidl);
+	}
+	*uidl_r = mail->uidl;
 	return 0;
 }
 
@@ -161,14 +188,14 @@ lmbox_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 	}
 	if (_mail->saving)
 		return index_mail_get_special(_mail, field, value_r);
+	if (field == MAIL_FETCH_UIDL_BACKEND) {
+		/* the store's own default is Dovecot's default format */
+		return lmbox_mail_get_uidl(mail, value_r);
+	}
 	if (lmbox_mail_load(mail) < 0)
 		return -1;
 
 	switch (field) {
-	case MAIL_FETCH_UIDL_BACKEND:
-		/* the store's own default is Dovecot's default format */
-		*value_r = mail->uidl;
-		break;
 	case MAIL_FETCH_POP3_ORDER:
 		/* "" (not "0") sorts messages without an order last */
 		*value_r = mail->meta.pop3_order == 0 ? "" :
@@ -314,6 +341,10 @@ lmbox_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
 			return -1;
 		if (lmbox_mail_load(mail) < 0)
 			return -1;
+		/* the sizes let index_mail tell header from body sizes
+		   without parsing */
+		data->physical_size = mail->meta.phys_size;
+		data->virtual_size = mail->meta.virt_size;
 		T_BEGIN {
 			ret = lmbox_mail_open_body(mail, &input);
 		} T_END;

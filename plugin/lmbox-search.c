@@ -8,9 +8,18 @@
  * so, see LMBOX_INDEX_HEADER_FLAG_HAVE_POP3_ORDERS), that order is UID
  * order, the order the unsorted search returns anyway, so the sort is
  * dropped.
+ *
+ * An unsorted search of all messages (POP3's login walk, its UIDL and LIST
+ * "1:n" searches, IMAP SEARCH ALL) then needs no matching at all: every message of the view is returned in
+ * sequence order with one mail, without the generic per-message search
+ * work (match tree resets, cost accounting, three data stack frames).  Any
+ * other search is Dovecot's.
  */
 #include "lib.h"
 #include "index-storage.h"
+#include "index-mail.h"
+#include "mail-search.h"
+#include "index-search-private.h"
 #include "lmbox-storage.h"
 
 static bool lmbox_mailbox_have_pop3_orders(struct lmbox_mailbox *mbox,
@@ -39,4 +48,65 @@ lmbox_search_init(struct mailbox_transaction_context *t,
 		sort_program = NULL;
 	return index_storage_search_init(t, args, sort_program,
 					 wanted_fields, wanted_headers);
+}
+
+/* An unsorted search that every message from seq1 to seq2 matches: all
+   messages, or one range of sequences covering them (POP3's UIDL and LIST
+   search the login's "1:n"), with nobody hooking the matching. */
+static bool lmbox_search_is_all(struct index_search_context *ctx)
+{
+	struct mail_search_context *_ctx = &ctx->mail_ctx;
+	const struct mail_search_arg *arg = _ctx->args->args;
+	const struct seq_range *range;
+	unsigned int count;
+
+	if (_ctx->sort_program != NULL || _ctx->update_result != NULL ||
+	    arg == NULL || arg->next != NULL || arg->match_not ||
+	    _ctx->args->have_inthreads ||
+	    ctx->box->v.search_next_match_mail !=
+	    index_storage_search_next_match_mail)
+		return FALSE;
+	switch (arg->type) {
+	case SEARCH_ALL:
+		return TRUE;
+	case SEARCH_SEQSET:
+		/* seq1..seq2 is already narrowed to the set's bounds */
+		range = array_get(&arg->value.seqset, &count);
+		return count == 1 && range[0].seq1 <= ctx->seq1 &&
+			range[0].seq2 >= ctx->seq2;
+	default:
+		return FALSE;
+	}
+}
+
+bool lmbox_search_next_nonblock(struct mail_search_context *_ctx,
+				struct mail **mail_r, bool *tryagain_r)
+{
+	struct index_search_context *ctx =
+		container_of(_ctx, struct index_search_context, mail_ctx);
+	struct index_mail *imail;
+	struct mail *mail;
+
+	if (!lmbox_search_is_all(ctx))
+		return index_storage_search_next_nonblock(_ctx, mail_r,
+							  tryagain_r);
+	*tryagain_r = FALSE;
+	if (ctx->failed || !_ctx->transaction->box->v.search_next_update_seq(_ctx))
+		return FALSE;
+
+	if (array_count(&_ctx->mails) == 0) {
+		mail = mail_alloc(_ctx->transaction, _ctx->wanted_fields,
+				  _ctx->wanted_headers);
+		imail = INDEX_MAIL(mail);
+		imail->mail.search_mail = TRUE;
+		array_push_back(&_ctx->mails, &mail);
+	} else {
+		mail = array_idx_elem(&_ctx->mails, 0);
+	}
+	mail_set_seq(mail, _ctx->seq);
+	/* what the generic search does once a message matched */
+	index_mail_update_access_parts_pre(mail);
+	index_mail_update_access_parts_post(mail);
+	*mail_r = mail;
+	return TRUE;
 }

@@ -120,6 +120,8 @@ lmbox_search_init(struct mailbox_transaction_context *t,
 		  const enum mail_sort_type *sort_program,
 		  enum mail_fetch_field wanted_fields,
 		  struct mailbox_header_lookup_ctx *wanted_headers);
+bool lmbox_search_next_nonblock(struct mail_search_context *ctx,
+				struct mail **mail_r, bool *tryagain_r);
 
 /* lmbox-sync.c */
 enum lmbox_sync_flags {
