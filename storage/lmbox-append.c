@@ -130,7 +130,15 @@ int lmbox_append_begin(struct lmbox_txn *txn, uint32_t folder_id,
 		}
 		append->z_init = true;
 		append->raw_keep = true;
-		msg->codec = LMBOX_CODEC_DEFLATE;
+		msg->codec = lmbox_append_force_codec != 0 ?
+			(uint8_t)lmbox_append_force_codec : LMBOX_CODEC_DEFLATE_DICT1;
+		if (msg->codec == LMBOX_CODEC_DEFLATE_DICT1 &&
+		    deflateSetDictionary(&append->zs, lmbox_dict1,
+					 (uInt)lmbox_dict1_size) != Z_OK) {
+			ret = lmbox_set_error(store, LMBOX_ERR_NOMEM,
+					      "deflateSetDictionary failed");
+			goto fail;
+		}
 	} else {
 		msg->codec = LMBOX_CODEC_RAW;
 	}
@@ -140,10 +148,15 @@ int lmbox_append_begin(struct lmbox_txn *txn, uint32_t folder_id,
 	*append_r = append;
 	return 0;
 fail:
+	if (append->z_init)
+		deflateEnd(&append->zs);
 	lmbox_pending_free(msg);
 	free(append);
 	return ret;
 }
+
+/* Test hook (lmbox-format.h): 0 = the default codec. */
+int lmbox_append_force_codec = 0;
 
 static int lmbox_spill_open(struct lmbox_append *append)
 {

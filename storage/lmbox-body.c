@@ -28,7 +28,7 @@ struct lmbox_body {
 	uint8_t codec;
 	uint64_t in_pos, out_pos;
 	z_stream zs;
-	bool z_init, z_end, finished;
+	bool z_init, z_end, z_dict, finished;
 	int error;
 	char what[256];               /* names the blob in error messages */
 	unsigned char inbuf[LMBOX_IO_CHUNK];  /* last: not cleared at open */
@@ -129,7 +129,7 @@ static int lmbox_body_open_real(struct lmbox_body *body)
 			"of uid %u in folder %u", store->dir, body->seg_id,
 			(unsigned long long)body->seg_offset, body->uid, body->folder_id);
 	}
-	if (body->codec == LMBOX_CODEC_DEFLATE) {
+	if (body->codec != LMBOX_CODEC_RAW) {
 		if (inflateInit(&body->zs) != Z_OK)
 			return lmbox_set_error(store, LMBOX_ERR_NOMEM, "inflateInit failed");
 		body->z_init = true;
@@ -146,7 +146,7 @@ int lmbox_body_open(struct lmbox_store *store, const struct lmbox_msg_meta *meta
 	*body_r = NULL;
 	if ((ret = lmbox_store_check_usable(store, false)) < 0)
 		return ret;
-	if (meta->codec > LMBOX_CODEC_DEFLATE || meta->seg_id == 0 ||
+	if (meta->codec > LMBOX_CODEC_MAX || meta->seg_id == 0 ||
 	    meta->phys_size > LMBOX_MAX_MESSAGE_SIZE) {
 		return lmbox_set_error(store, LMBOX_ERR_INVALID,
 			"%s: bad message meta for uid %u in folder %u",
@@ -253,6 +253,31 @@ static ssize_t lmbox_body_read_deflate(struct lmbox_body *body, unsigned char *b
 			zs->avail_in = (uInt)n;
 		}
 		zret = inflate(zs, Z_NO_FLUSH);
+		if (zret == Z_NEED_DICT && body->codec == LMBOX_CODEC_DEFLATE_DICT1 &&
+		    !body->z_dict && zs->adler == LMBOX_DICT1_ADLER32) {
+			/* the stream's DICTID names dictionary 1: go on with it */
+			if (inflateSetDictionary(zs, lmbox_dict1, (uInt)lmbox_dict1_size) != Z_OK) {
+				return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+					"%s/seg/%08X: inflateSetDictionary for uid %u in folder %u failed",
+					store->dir, body->seg_id, body->uid, body->folder_id);
+			}
+			body->z_dict = true;
+			continue;
+		}
+		if (zret == Z_NEED_DICT) {
+			/* codec 1 stream asking for a dictionary, or another one */
+			return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+				"%s/seg/%08X: compressed body of uid %u in folder %u wants "
+				"dictionary %08lX (codec %u)", store->dir, body->seg_id,
+				body->uid, body->folder_id, (unsigned long)zs->adler, body->codec);
+		}
+		if (zret == Z_STREAM_END && body->codec == LMBOX_CODEC_DEFLATE_DICT1 &&
+		    !body->z_dict) {
+			return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+				"%s/seg/%08X: compressed body of uid %u in folder %u (codec %u) "
+				"has no dictionary", store->dir, body->seg_id, body->uid,
+				body->folder_id, body->codec);
+		}
 		if (zret == Z_STREAM_END) {
 			body->z_end = true;
 		} else if (zret == Z_BUF_ERROR && zs->avail_in == 0 &&

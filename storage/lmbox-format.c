@@ -235,7 +235,7 @@ int lmbox_msg_decode(const void *buf, size_t len, struct lmbox_msg_meta *meta_r)
 	meta_r->keywords = kw_count > 0 ? (const char *)kw : "";
 
 	if ((meta_r->flags & ~LMBOX_FLAGS_MASK) != 0 ||
-	    meta_r->codec > LMBOX_CODEC_DEFLATE ||
+	    meta_r->codec > LMBOX_CODEC_MAX ||
 	    meta_r->phys_size > LMBOX_MAX_MESSAGE_SIZE ||
 	    meta_r->virt_size < meta_r->phys_size ||
 	    meta_r->virt_size > 2 * meta_r->phys_size ||
@@ -340,7 +340,7 @@ int lmbox_blob_hdr_decode(const void *buf, size_t len, struct lmbox_blob_hdr *hd
 	const unsigned char *p = buf;
 
 	if (len < LMBOX_BLOB_HDR_SIZE || memcmp(p, LMBOX_BLOB_MAGIC, 4) != 0 ||
-	    p[4] != LMBOX_BLOB_VERSION || p[5] > LMBOX_CODEC_DEFLATE ||
+	    p[4] != LMBOX_BLOB_VERSION || p[5] > LMBOX_CODEC_MAX ||
 	    lmbox_get_le16(p + 6) != LMBOX_BLOB_HDR_SIZE ||
 	    lmbox_get_le32(p + 28) != (uint32_t)crc32(0, p, 28))
 		return LMBOX_ERR_CORRUPT;

@@ -54,6 +54,21 @@
 #define LMBOX_BLOB_VERSION 1
 #define LMBOX_BLOB_HDR_SIZE 32
 
+/* Body codecs (enum lmbox_codec): the highest one this library reads; a
+   record or blob header naming a larger one is LMBOX_ERR_CORRUPT. */
+#define LMBOX_CODEC_MAX LMBOX_CODEC_DEFLATE_DICT1
+
+/* lmbox-dict.c: preset deflate dictionary of LMBOX_CODEC_DEFLATE_DICT1.
+   Never changed once released; its Adler-32 is the stream's DICTID. */
+extern const unsigned char *const lmbox_dict1;
+extern const size_t lmbox_dict1_size;
+#define LMBOX_DICT1_SIZE 12441
+#define LMBOX_DICT1_ADLER32 0x9ba8a6ddU
+
+/* Test hook: when nonzero, appends use this codec instead of the default
+   (LMBOX_CODEC_DEFLATE to write stores as older versions did). */
+extern int lmbox_append_force_codec;
+
 /* Segment record flags. */
 #define LMBOX_SEG_SEALED 0x01  /* rotated away from: never appended to again */
 

@@ -233,6 +233,7 @@ enum lmbox_flags {
 enum lmbox_codec {
 	LMBOX_CODEC_RAW = 0,
 	LMBOX_CODEC_DEFLATE = 1, /* zlib stream (RFC 1950) */
+	LMBOX_CODEC_DEFLATE_DICT1 = 2, /* zlib stream with preset dictionary 1 (lmbox-dict.c) */
 };
 
 struct lmbox_msg_meta {

@@ -342,7 +342,7 @@ static const struct blob *find_blob(int raw)
 
 	for (i = 0; i < NMSG; i++) {
 		if ((raw ? blobs[i].codec == LMBOX_CODEC_RAW :
-		     blobs[i].codec == LMBOX_CODEC_DEFLATE) && blobs[i].stored > 100 &&
+		     blobs[i].codec != LMBOX_CODEC_RAW) && blobs[i].stored > 100 &&
 		    blobs[i].uid != 21)
 			return &blobs[i];
 	}

@@ -1,9 +1,12 @@
 /*
  * Writes the seed corpora of the fuzz targets (tests/fuzz/corpus/): valid
- * records of each kind and valid blobs, raw and deflated.  Run by hand:
+ * records of each kind and valid blobs, raw, deflated and deflated with
+ * dictionary 1 (codec 2).  Run by hand:
  *   cc -D_GNU_SOURCE -Istorage tests/fuzz/make-seeds.c storage/lmbox-format.c \
- *      storage/lmbox-error.c -llmdb -lz -o /tmp/make-seeds && /tmp/make-seeds tests/fuzz/corpus
+ *      storage/lmbox-error.c storage/lmbox-dict.c -llmdb -lz -o /tmp/make-seeds && \
+ *      /tmp/make-seeds tests/fuzz/corpus
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +37,21 @@ static void blob(const char *dir, const char *name, const char *msg, int codec)
 
 	if (codec == LMBOX_CODEC_DEFLATE) {
 		compress2(buf + LMBOX_BLOB_HDR_SIZE, &clen, (const Bytef *)msg, len, 6);
+	} else if (codec == LMBOX_CODEC_DEFLATE_DICT1) {
+		z_stream zs;
+
+		memset(&zs, 0, sizeof(zs));
+		if (deflateInit(&zs, 6) != Z_OK ||
+		    deflateSetDictionary(&zs, lmbox_dict1, (uInt)lmbox_dict1_size) != Z_OK)
+			exit(1);
+		zs.next_in = (Bytef *)(uintptr_t)msg;
+		zs.avail_in = (uInt)len;
+		zs.next_out = buf + LMBOX_BLOB_HDR_SIZE;
+		zs.avail_out = (uInt)clen;
+		if (deflate(&zs, Z_FINISH) != Z_STREAM_END)
+			exit(1);
+		clen = zs.total_out;
+		deflateEnd(&zs);
 	} else {
 		memcpy(buf + LMBOX_BLOB_HDR_SIZE, msg, len);
 		clen = len;
@@ -78,6 +96,9 @@ int main(int argc, char **argv)
 	m.kw_count = 0; m.keywords = NULL; m.uidl = "x";
 	lmbox_msg_encode(&m, (unsigned char *)rec);
 	put(body, "msg-nokw", 1, rec, lmbox_msg_encoded_size(&m));
+	m.codec = LMBOX_CODEC_DEFLATE_DICT1;
+	lmbox_msg_encode(&m, (unsigned char *)rec);
+	put(body, "msg-dict1", 1, rec, lmbox_msg_encoded_size(&m));
 
 	lmbox_seg_rec_encode(&sr, (unsigned char *)rec);
 	put(body, "segrec", 2, rec, LMBOX_SEG_REC_SIZE);
@@ -94,5 +115,7 @@ int main(int argc, char **argv)
 	blob(body, "deflate", msg, LMBOX_CODEC_DEFLATE);
 	blob(body, "raw", msg, LMBOX_CODEC_RAW);
 	blob(body, "empty", "", LMBOX_CODEC_DEFLATE);
+	blob(body, "deflate-dict1", msg, LMBOX_CODEC_DEFLATE_DICT1);
+	blob(body, "empty-dict1", "", LMBOX_CODEC_DEFLATE_DICT1);
 	return 0;
 }

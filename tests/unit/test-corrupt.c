@@ -7,6 +7,7 @@
  */
 #include <fcntl.h>
 
+#include "lmbox-format.h"
 #include "test-common.h"
 
 static uint32_t folder;
@@ -62,7 +63,7 @@ int main(void)
 	struct lmbox_msg_meta meta;
 	struct lmbox_txn *txn;
 	char body[4000], path[600];
-	uint32_t uid_deflate[8], uid_raw;
+	uint32_t uid_deflate[8], uid_raw, uid_old;
 	int ret, lines;
 
 	test_init();
@@ -77,7 +78,7 @@ int main(void)
 
 	/* a flipped bit anywhere in the compressed bytes */
 	get_meta(store, uid_deflate[0], &reader, &meta);
-	CHECK(meta.codec == LMBOX_CODEC_DEFLATE);
+	CHECK(meta.codec == LMBOX_CODEC_DEFLATE_DICT1);
 	for (uint64_t off = 0; off < meta.stored_size; off++) {
 		flip_byte(&meta, meta.seg_offset + 32 + off, 0x10);
 		ret = read_body(store, &meta);
@@ -91,6 +92,21 @@ int main(void)
 		CHECK_ERR(store, read_body(store, &meta), LMBOX_ERR_CORRUPT);
 		flip_byte(&meta, meta.seg_offset + off, 0x01);
 	}
+	lmbox_reader_end(&reader);
+
+	/* the same for a codec 1 body (no dictionary), as older versions wrote */
+	lmbox_append_force_codec = LMBOX_CODEC_DEFLATE;
+	uid_old = test_append(store, folder, body, sizeof(body), NULL);
+	lmbox_append_force_codec = 0;
+	get_meta(store, uid_old, &reader, &meta);
+	CHECK(meta.codec == LMBOX_CODEC_DEFLATE);
+	for (uint64_t off = 0; off < meta.stored_size; off++) {
+		flip_byte(&meta, meta.seg_offset + 32 + off, 0x10);
+		ret = read_body(store, &meta);
+		CHECK(ret == LMBOX_ERR_CHECKSUM || ret == LMBOX_ERR_CORRUPT);
+		flip_byte(&meta, meta.seg_offset + 32 + off, 0x10);
+	}
+	CHECK_OK(store, read_body(store, &meta));
 	lmbox_reader_end(&reader);
 
 	/* raw body: the CRC catches it */

@@ -4,6 +4,8 @@
  * 0 or LMBOX_ERR_CORRUPT without reading out of bounds (run it under
  * ASan).  A small stand-in for the libFuzzer targets in tests/fuzz.
  */
+#include <stdbool.h>
+
 #include "lmbox-format.h"
 #include "test-common.h"
 
@@ -153,6 +155,26 @@ int main(void)
 	CHECK(bh2.codec == bh.codec && bh2.phys_size == 1234 && bh2.stored_size == 567 &&
 	      bh2.checksum == 0xdeadbeef);
 	torture("blob", dec_blob, bbuf, sizeof(bbuf));
+
+	/* codecs 0-2 are accepted in blob headers and message records, 3+ not */
+	for (unsigned int c = 0; c <= 255; c++) {
+		struct lmbox_blob_hdr bh3 = bh;
+		struct lmbox_msg_meta m3 = meta;
+		unsigned char mbuf[1024];
+		bool known = c <= LMBOX_CODEC_DEFLATE_DICT1;
+
+		bh3.codec = (uint8_t)c;
+		lmbox_blob_hdr_encode(&bh3, bbuf);
+		CHECK((lmbox_blob_hdr_decode(bbuf, sizeof(bbuf), &bh2) == 0) == known);
+		CHECK(!known || bh2.codec == c);
+		m3.codec = (uint8_t)c;
+		if (c == LMBOX_CODEC_RAW)
+			m3.stored_size = m3.phys_size;
+		lmbox_msg_encode(&m3, mbuf);
+		CHECK((lmbox_msg_decode(mbuf, lmbox_msg_encoded_size(&m3), &out) == 0) == known);
+		CHECK(!known || out.codec == c);
+	}
+	CHECK(LMBOX_CODEC_MAX == 2 && LMBOX_CODEC_DEFLATE_DICT1 == 2);
 
 	lmbox_seg_hdr_encode(&sh, hbuf);
 	CHECK(lmbox_seg_hdr_decode(hbuf, sizeof(hbuf), &sh2) == 0);
