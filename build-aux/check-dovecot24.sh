@@ -6,7 +6,8 @@
 #   build-aux/check-dovecot24.sh [TEST.py ...]
 #
 # Environment: LMBOX_CHROOT24 (the chroot, default
-# /var/cache/lmbox/trixie-chroot), LMBOX_CHECK24_TESTS (the test list).
+# /var/cache/lmbox/trixie-chroot), LMBOX_CHECK24_TESTS (the test list),
+# LMBOX_CHECK24_DEB=0 (no Debian package test, build-aux/build-deb24.sh).
 # Needs root.  Exit 0 pass, 1 fail, 77 skip (no root).
 set -e
 srcdir=$(cd "$(dirname "$0")/.." && pwd)
@@ -97,6 +98,15 @@ elif [ -z "$*" ]; then
 	echo "SKIP: test_upgrade24.py (no LMBOX_D23_BUILDDIR: run make check-dovecot24 from a 2.3 build)"
 fi
 t4=$(date +%s)
-echo "check-dovecot24: chroot $((t1 - t0)) s, build $((t2 - t1)) s, integration+crash $((t3 - t2)) s, upgrade $((t4 - t3)) s"
+
+# The Debian package built against 2.4 in this chroot, installed with apt,
+# served by a private Dovecot 2.4 from the system module dir, purged
+# (build-aux/build-deb24.sh --check: tests/package/test_package.py there;
+# docs/packaging.md). LMBOX_CHECK24_DEB=0 leaves it out.
+if [ -z "$*" ] && [ "${LMBOX_CHECK24_DEB:-1}" != 0 ]; then
+	sh "$srcdir/build-aux/build-deb24.sh" --check || { r=$?; [ $r = 77 ] || rc=1; }
+fi
+t5=$(date +%s)
+echo "check-dovecot24: chroot $((t1 - t0)) s, build $((t2 - t1)) s, integration+crash $((t3 - t2)) s, upgrade $((t4 - t3)) s, package $((t5 - t4)) s"
 [ $rc = 0 ] && echo "check-dovecot24: PASS" || echo "check-dovecot24: FAIL"
 exit $rc

@@ -17,6 +17,10 @@
      the mail store byte-for-byte untouched; installed again, the store is
      served as before; purged again.
 
+On Dovecot 2.4 (inside the Debian 13 chroot: build-aux/build-deb24.sh
+--check) the package also ships the settings module (moduledir/settings/)
+and the 2.4 snippet, checked in 2.4 syntax.
+
 Root only (exit 77 otherwise): it installs and removes a package on this
 machine.  A dovecot-lmbox installed before the test is purged first.
 """
@@ -35,7 +39,7 @@ SRCDIR = os.path.abspath(os.environ.get("LMBOX_TOP_SRCDIR") or os.path.join(HERE
 sys.path.insert(0, os.path.join(SRCDIR, "tests", "integration"))
 
 from lmboxtest import (Dovecot, Test, Skip, Failure, Abort, run, msg, crlf,  # noqa: E402
-                       check_environment, SYSTEM_MODULE_DIR)
+                       check_environment, SYSTEM_MODULE_DIR, is_dovecot24)
 
 PKG = "dovecot-lmbox"
 CONF_SNIPPET = "/etc/dovecot/conf.d/95-lmbox.conf"
@@ -76,16 +80,18 @@ def ensure_tools():
         sh(["apt-get", "install"] + APT_OPTS + missing, env=APT_ENV)
 
 
-def module_sonames():
+def module_sonames(settings=False):
     """The Dovecot modules the tree builds: module_LTLIBRARIES of plugin/
-    and pop3/ Makefile.am (lib*.la -> lib*.so)."""
+    and pop3/ Makefile.am (lib*.la -> lib*.so); with settings=True the
+    settings_LTLIBRARIES (Dovecot 2.4: moduledir/settings/) instead."""
     names = []
+    var = "settings_LTLIBRARIES" if settings else "module_LTLIBRARIES"
     for sub in ("plugin", "pop3"):
         path = os.path.join(SRCDIR, sub, "Makefile.am")
         if not os.path.exists(path):
             continue
         text = open(path).read().replace("\\\n", " ")
-        for m in re.finditer(r"^module_LTLIBRARIES\s*=\s*(.*)$", text, re.M):
+        for m in re.finditer(r"^%s\s*=\s*(.*)$" % var, text, re.M):
             names += [n[:-3] + ".so" for n in m.group(1).split() if n.endswith(".la")]
     return sorted(names)
 
@@ -159,6 +165,10 @@ def main():
 
 def body(t, work, out, state):
     expected_so = module_sonames()
+    d24 = is_dovecot24()
+    # Dovecot 2.4: the settings module too, in moduledir/settings
+    settings_so = module_sonames(settings=True) if d24 else []
+    settings_dir = os.path.join(SYSTEM_MODULE_DIR, "settings")
 
     with t.case("tools and a clean start (debhelper, lintian; no %s installed)" % PKG, required=True):
         ensure_tools()
@@ -230,14 +240,17 @@ def body(t, work, out, state):
         t.check(installed().endswith("install ok installed"), "status %r" % installed())
 
     with t.case("installed files: modules %s in %s, /usr/bin/lmbox, lmbox(1), %s, docs"
-                % (", ".join(expected_so), SYSTEM_MODULE_DIR, CONF_SNIPPET)):
+                % (", ".join(expected_so + ["settings/" + so for so in settings_so]),
+                   SYSTEM_MODULE_DIR, CONF_SNIPPET)):
         _, lst = sh(["dpkg", "-L", PKG])
         files = [p for p in lst.splitlines() if p.startswith("/") and not os.path.isdir(p)]
         state["files"] = files
         got_so = sorted(os.path.basename(p) for p in files if p.endswith(".so"))
-        t.eq(got_so, expected_so, "modules in the package")
+        t.eq(got_so, sorted(expected_so + settings_so), "modules in the package")
         for so in expected_so:
             t.check(os.path.join(SYSTEM_MODULE_DIR, so) in files, "%s not in %s" % (so, SYSTEM_MODULE_DIR))
+        for so in settings_so:
+            t.check(os.path.join(settings_dir, so) in files, "%s not in %s" % (so, settings_dir))
         for p in ("/usr/bin/lmbox", "/usr/share/man/man1/lmbox.1.gz", CONF_SNIPPET,
                   "/usr/share/doc/%s/copyright" % PKG):
             t.check(p in files, "%s not in the package" % p)
@@ -256,36 +269,39 @@ def body(t, work, out, state):
         active = [l for l in snippet.splitlines() if l.strip() and not l.strip().startswith("#")
                   and l.strip() not in ("plugin {", "}")]
         t.eq(active, [], "uncommented settings")
-        t.check(re.search(r"^#mail_plugins = \$mail_plugins lmbox$", snippet, re.M), "mail_plugins line")
-        t.check(re.search(r"^#mail_location = lmbox:~/lmbox$", snippet, re.M), "mail_location line")
-        names, defs = source_defaults()
-        names = {n for n in names if "_test_" not in n}   # test hooks stay undocumented
-        vals = dict(re.findall(r"^\s*#(lmbox_[a-z0-9_]+) = (.+?)\s*$", snippet, re.M))
-        t.eq(sorted(names - set(vals)), [], "settings the code reads but the snippet lacks")
-        t.eq(sorted(n for n in set(vals) - names if not n.startswith("lmbox_pop3_")), [],
-             "settings in the snippet that no code reads")
-        for key, dname in (("lmbox_map_initial", "map_initial"), ("lmbox_map_max", "map_max"),
-                           ("lmbox_segment_max", "segment_max")):
-            t.eq(conf_size(vals[key]), defs[dname], key)
-        t.eq(int(vals["lmbox_compress_level"]), defs["compress_level"], "lmbox_compress_level")
-        t.eq(int(vals["lmbox_max_readers"]), defs["max_readers"], "lmbox_max_readers")
-        t.eq(vals.get("lmbox_log_body_opens"), "no", "lmbox_log_body_opens")
-        on = re.sub(r"^(\s*)#((?:mail_plugins|mail_location|lmbox_[a-z0-9_]+) = )", r"\1\2",
-                    snippet, flags=re.M)
-        on = re.sub(r"^#(protocol pop3 \{|\}$)", r"\1", on, flags=re.M)
-        p = os.path.join(work, "snippet-on.conf")
-        open(p, "w").write(on)
-        _, o = sh(["doveconf", "-c", p, "-n"])
-        for want in ["mail_location = lmbox:~/lmbox", 'mail_plugins = " lmbox"'] + \
-                ["%s = %s" % kv for kv in vals.items()]:
-            t.check(want in o, "%r not in doveconf -n of the uncommented snippet:\n%s" % (want, o))
-        # debian/ also has the Dovecot 2.4 form (installed when built against 2.4)
-        p24 = os.path.join(SRCDIR, "debian", "95-lmbox.conf.2.4")
-        v24 = dict(re.findall(r"^#(lmbox_[a-z0-9_]+) = (.+?)\s*$", open(p24).read(), re.M))
-        t.eq(v24, vals, "lmbox_* settings of the 2.4 snippet vs the 2.3 one")
-        # the storage settings (first plugin block) go into the private Dovecot
-        first = on.index("plugin {")
-        state["plugin_block"] = on[first:on.index("\n}\n", first) + 3]
+        if d24:
+            conf_snippet24(t, work, state, snippet)
+        else:
+            t.check(re.search(r"^#mail_plugins = \$mail_plugins lmbox$", snippet, re.M), "mail_plugins line")
+            t.check(re.search(r"^#mail_location = lmbox:~/lmbox$", snippet, re.M), "mail_location line")
+            names, defs = source_defaults()
+            names = {n for n in names if "_test_" not in n}   # test hooks stay undocumented
+            vals = dict(re.findall(r"^\s*#(lmbox_[a-z0-9_]+) = (.+?)\s*$", snippet, re.M))
+            t.eq(sorted(names - set(vals)), [], "settings the code reads but the snippet lacks")
+            t.eq(sorted(n for n in set(vals) - names if not n.startswith("lmbox_pop3_")), [],
+                 "settings in the snippet that no code reads")
+            for key, dname in (("lmbox_map_initial", "map_initial"), ("lmbox_map_max", "map_max"),
+                               ("lmbox_segment_max", "segment_max")):
+                t.eq(conf_size(vals[key]), defs[dname], key)
+            t.eq(int(vals["lmbox_compress_level"]), defs["compress_level"], "lmbox_compress_level")
+            t.eq(int(vals["lmbox_max_readers"]), defs["max_readers"], "lmbox_max_readers")
+            t.eq(vals.get("lmbox_log_body_opens"), "no", "lmbox_log_body_opens")
+            on = re.sub(r"^(\s*)#((?:mail_plugins|mail_location|lmbox_[a-z0-9_]+) = )", r"\1\2",
+                        snippet, flags=re.M)
+            on = re.sub(r"^#(protocol pop3 \{|\}$)", r"\1", on, flags=re.M)
+            p = os.path.join(work, "snippet-on.conf")
+            open(p, "w").write(on)
+            _, o = sh(["doveconf", "-c", p, "-n"])
+            for want in ["mail_location = lmbox:~/lmbox", 'mail_plugins = " lmbox"'] + \
+                    ["%s = %s" % kv for kv in vals.items()]:
+                t.check(want in o, "%r not in doveconf -n of the uncommented snippet:\n%s" % (want, o))
+            # debian/ also has the Dovecot 2.4 form (installed when built against 2.4)
+            p24 = os.path.join(SRCDIR, "debian", "95-lmbox.conf.2.4")
+            v24 = dict(re.findall(r"^#(lmbox_[a-z0-9_]+) = (.+?)\s*$", open(p24).read(), re.M))
+            t.eq(v24, vals, "lmbox_* settings of the 2.4 snippet vs the 2.3 one")
+            # the storage settings (first plugin block) go into the private Dovecot
+            first = on.index("plugin {")
+            state["plugin_block"] = on[first:on.index("\n}\n", first) + 3]
 
     # The private Dovecot: system module dir, the snippet's plugin settings.
     pop3_plugins = [so[len("lib20_"):-len("_plugin.so")] for so in expected_so
@@ -330,6 +346,12 @@ def body(t, work, out, state):
             t.eq(len([l for l in r.stdout.decode().splitlines()[1:] if l.strip()]), len(msgs),
                  "messages listed by /usr/bin/lmbox ls")
         t.check(os.path.isfile(os.path.join(state["root"], "lmbox.mdb")), "no lmbox.mdb in the store")
+        if d24:
+            # the settings module took the snippet's lmbox_* lines (an
+            # unknown setting is fatal on 2.4; doveconf loads moduledir/settings)
+            _, o = sh(["doveconf", "-c", os.path.join(keep, "dovecot.conf"), "-n"])
+            t.eq(lmbox_block(o).get("lmbox_max_readers"), "1024",
+                 "lmbox_max_readers in doveconf -n of the private instance")
 
     with t.case("apt-get purge: nothing of the package left, the mail store untouched", required=True):
         before = tree_digest(state["home"])
@@ -337,7 +359,8 @@ def body(t, work, out, state):
         t.eq(installed(), "", "dpkg status after purge")
         left = [p for p in state["files"] if os.path.lexists(p)]
         t.eq(left, [], "files of the package still present")
-        t.eq(sorted(glob.glob(os.path.join(SYSTEM_MODULE_DIR, "*lmbox*"))), [], "lmbox modules left")
+        t.eq(sorted(glob.glob(os.path.join(SYSTEM_MODULE_DIR, "*lmbox*")) +
+                    glob.glob(os.path.join(settings_dir, "*lmbox*"))), [], "lmbox modules left")
         t.eq(sorted(glob.glob("/etc/dovecot/conf.d/*lmbox*")), [], "lmbox conf left in /etc")
         t.check(not os.path.lexists("/usr/share/doc/" + PKG), "/usr/share/doc/%s left" % PKG)
         t.eq(tree_digest(state["home"]), before, "the user's home (store) after purge")
@@ -350,6 +373,51 @@ def body(t, work, out, state):
             dc.assert_clean_log()
         purge()
         t.eq(installed(), "", "dpkg status after the second purge")
+
+
+def lmbox_block(doveconf_out):
+    """{lmbox_KEY: VALUE} from the top-level lmbox { } block that Dovecot
+    2.4's doveconf -n prints for the lmbox_* settings."""
+    m = re.search(r"^lmbox \{\n(.*?)^\}$", doveconf_out, re.M | re.S)
+    return dict(("lmbox_" + k, v) for k, v in
+                re.findall(r"^  ([a-z0-9_]+) = (.*?)\s*$", m.group(1), re.M)) if m else {}
+
+
+def conf_snippet24(t, work, state, snippet):
+    """The Dovecot 2.4 snippet (debian/95-lmbox.conf.2.4): the mail_plugins
+    block and mail_driver/mail_path; every lmbox_* setting with the source's
+    default; uncommented (with the settings module installed) doveconf
+    parses it and knows every lmbox_* setting."""
+    t.check(re.search(r"^#mail_plugins \{\n#  lmbox = yes\n#\}$", snippet, re.M), "mail_plugins block")
+    t.check(re.search(r"^#mail_driver = lmbox$", snippet, re.M), "mail_driver line")
+    t.check(re.search(r"^#mail_path = ~/lmbox$", snippet, re.M), "mail_path line")
+    names, defs = source_defaults()
+    names = {n for n in names if "_test_" not in n}
+    vals = dict(re.findall(r"^\s*#(lmbox_[a-z0-9_]+) = (.+?)\s*$", snippet, re.M))
+    t.eq(sorted(names - set(vals)), [], "settings the code reads but the snippet lacks")
+    t.eq(sorted(n for n in set(vals) - names if not n.startswith("lmbox_pop3_")), [],
+         "settings in the snippet that no code reads")
+    for key, dname in (("lmbox_map_initial", "map_initial"), ("lmbox_map_max", "map_max"),
+                       ("lmbox_segment_max", "segment_max")):
+        t.eq(conf_size(vals[key]), defs[dname], key)
+    t.eq(int(vals["lmbox_compress_level"]), defs["compress_level"], "lmbox_compress_level")
+    t.eq(int(vals["lmbox_max_readers"]), defs["max_readers"], "lmbox_max_readers")
+    t.eq(vals.get("lmbox_log_body_opens"), "no", "lmbox_log_body_opens")
+    # uncomment every line that is commented configuration (not prose)
+    on = re.sub(r"^#((?:mail_driver|mail_path|lmbox_[a-z0-9_]+) = )", r"\1", snippet, flags=re.M)
+    on = re.sub(r"^#((?:mail_plugins|protocol pop3) \{|\s+(?:mail_plugins \{|[a-z0-9_]+ = yes|\})|\})$",
+                r"\1", on, flags=re.M)
+    p = os.path.join(work, "snippet-on.conf")
+    open(p, "w").write("dovecot_config_version = 2.4.1\ndovecot_storage_version = 2.4.1\n" + on)
+    _, o = sh(["doveconf", "-c", p, "-n"])
+    for want in ("mail_driver = lmbox", "mail_path = ~/lmbox", "lmbox = yes", "pop3_lmbox = yes"):
+        t.check(want in o, "%r not in doveconf -n of the uncommented snippet:\n%s" % (want, o))
+    # doveconf -n groups the lmbox_* settings as lmbox { KEY = VALUE }
+    t.eq(lmbox_block(o), vals, "lmbox_* settings in doveconf -n of the uncommented snippet")
+    # the storage settings (not the pop3 module's) go into the private Dovecot
+    state["plugin_block"] = "\n".join(
+        l for l in on.splitlines() if re.match(r"^lmbox_[a-z0-9_]+ = ", l)
+        and not l.startswith("lmbox_pop3_")) + "\n"
 
 
 if __name__ == "__main__":
