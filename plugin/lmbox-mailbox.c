@@ -247,10 +247,6 @@ static void lmbox_mailbox_close(struct mailbox *box)
 
 	lmbox_mailbox_reader_end(mbox);
 	index_storage_mailbox_close(box);
-	/* the space of what this session expunged (LMBOX_OPEN_DEFER_RECLAIM);
-	   what fails stays recorded and is redone later */
-	if (mbox->storage->store != NULL)
-		(void)lmbox_store_reclaim(mbox->storage->store);
 }
 
 static int

@@ -111,9 +111,12 @@ lmbox_store_opts_from_settings(struct mail_storage *storage,
 	unsigned int num;
 
 	lmbox_store_opts_init(opts);
-	/* A deletion's space is given back when its mailbox is closed
-	   (lmbox_mailbox_close), after the client has its answer: a POP3
-	   QUIT is answered before Dovecot frees the mailbox. */
+	/* A deletion's space is given back when the store is closed
+	   (lmbox_storage_destroy), after the client has its answer: pop3's
+	   client_destroy frees the mailbox while "+OK Logging out" may still
+	   sit in the corked socket, but closes the socket before
+	   mail_user_deinit().  Every store open (each LMTP delivery) also
+	   redoes what is left. */
 	opts->flags |= LMBOX_OPEN_CREATE | LMBOX_OPEN_DEFER_RECLAIM;
 
 	str = lmbox_setting_str(user, storage->event, "lmbox_compress_level");
