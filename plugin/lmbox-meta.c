@@ -62,6 +62,7 @@ static int lmbox_meta_cache_build(struct lmbox_mailbox *mbox)
 		meta.kw_count = 0;
 		array_push_back(&mbox->meta_cache, &meta);
 	}
+	lmbox_mailbox_report_corrupt(&mbox->box, iter);
 	lmbox_msg_iter_deinit(&iter);
 	if (ret == 0)
 		return 0;

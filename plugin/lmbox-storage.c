@@ -31,6 +31,20 @@ static struct event_category event_category_lmbox = {
 	.parent = &event_category_storage,
 };
 
+void lmbox_mailbox_report_corrupt(struct mailbox *box,
+				  const struct lmbox_msg_iter *iter)
+{
+	struct lmbox_storage *storage = LMBOX_STORAGE(box->storage);
+	unsigned int n = lmbox_msg_iter_corrupt(iter);
+
+	if (n == 0)
+		return;
+	e_error(box->event, "lmbox: %u damaged message record(s) in %s "
+		"skipped, the other messages are served (last: %s); "
+		"run lmbox check", n, box->vname,
+		lmbox_store_errmsg(storage->store));
+}
+
 void lmbox_storage_set_error(struct mail_storage *storage, int err,
 			     const char *what)
 {

@@ -74,6 +74,10 @@ extern struct mail_vfuncs lmbox_mail_vfuncs;
 /* Report a store failure err on storage: critical (logged with the store's
    message) for I/O, corruption and configuration problems, a plain error
    for NOTFOUND/EXISTS/NOSPACE. */
+/* Log the malformed message records a walk of box's folder skipped (the
+   folder's other messages stay served; `lmbox check` lists the damage). */
+void lmbox_mailbox_report_corrupt(struct mailbox *box,
+				  const struct lmbox_msg_iter *iter);
 void lmbox_storage_set_error(struct mail_storage *storage, int err,
 			     const char *what);
 bool lmbox_is_lmbox_mailbox(struct mailbox *box);

@@ -398,6 +398,7 @@ lmbox_sync_reconcile(struct lmbox_sync_context *ctx, bool committed,
 			seq++;
 		}
 	}
+	lmbox_mailbox_report_corrupt(box, iter);
 	lmbox_msg_iter_deinit(&iter);
 	if (have < 0) {
 		ret = have;
@@ -491,6 +492,7 @@ static int lmbox_sync_rebuild(struct lmbox_mailbox *mbox)
 			if (meta.pop3_order != 0)
 				hdr.flags |= LMBOX_INDEX_HEADER_FLAG_HAVE_POP3_ORDERS;
 		}
+		lmbox_mailbox_report_corrupt(box, iter);
 		lmbox_msg_iter_deinit(&iter);
 	}
 	if (ret < 0) {

@@ -220,6 +220,7 @@ struct lmbox_msg_iter {
 	unsigned int map_gen, txn_gen;
 	MDB_txn *txn;
 	uint32_t last_uid;
+	unsigned int corrupt;   /* malformed records skipped */
 	bool started, done;
 };
 
@@ -280,6 +281,7 @@ int lmbox_msg_iter_next(struct lmbox_msg_iter *iter, struct lmbox_msg_meta *meta
 			iter->started = false;
 		}
 	}
+next:
 	if (!iter->started) {
 		iter->started = true;
 		lmbox_msg_key_encode(key, iter->folder_id, iter->from_uid);
@@ -300,11 +302,20 @@ int lmbox_msg_iter_next(struct lmbox_msg_iter *iter, struct lmbox_msg_meta *meta
 		iter->done = true;
 		return 0;
 	}
-	if (lmbox_msg_key_decode(k.mv_data, k.mv_size, &fid, &uid) < 0 ||
-	    lmbox_msg_decode(v.mv_data, v.mv_size, meta_r) < 0) {
+	if (lmbox_msg_key_decode(k.mv_data, k.mv_size, &fid, &uid) < 0)
 		return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
-			"%s: a message record of folder %u is malformed",
+			"%s: a message key of folder %u is malformed",
 			store->mdb_path, iter->folder_id);
+	if (lmbox_msg_decode(v.mv_data, v.mv_size, meta_r) < 0) {
+		/* One damaged record must not make the folder's other
+		   messages unreachable: skip it, count it, and leave the
+		   message for lmbox_msg_iter_corrupt() callers to report. */
+		iter->corrupt++;
+		iter->last_uid = uid;
+		lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+			"%s: the record of message uid %u in folder %u is malformed",
+			store->mdb_path, uid, iter->folder_id);
+		goto next;
 	}
 	meta_r->folder_id = fid;
 	meta_r->uid = uid;
@@ -312,6 +323,11 @@ int lmbox_msg_iter_next(struct lmbox_msg_iter *iter, struct lmbox_msg_meta *meta
 	if ((rc = lmbox_reader_own_meta(iter->reader, meta_r)) < 0)
 		return rc;
 	return 1;
+}
+
+unsigned int lmbox_msg_iter_corrupt(const struct lmbox_msg_iter *iter)
+{
+	return iter->corrupt;
 }
 
 void lmbox_msg_iter_deinit(struct lmbox_msg_iter **_iter)

@@ -286,8 +286,13 @@ int lmbox_reader_uidl(struct lmbox_reader *reader, uint32_t folder_id,
 struct lmbox_msg_iter;
 int lmbox_msg_iter_init(struct lmbox_reader *reader, uint32_t folder_id,
 			uint32_t from_uid, struct lmbox_msg_iter **iter_r);
-/* 1 = meta_r filled, 0 = end, <0 error. */
+/* 1 = meta_r filled, 0 = end, <0 error.  A message whose record cannot be
+ * decoded is skipped (its siblings stay reachable) and counted: see
+ * lmbox_msg_iter_corrupt(); lmbox_store_errmsg() names the last one. */
 int lmbox_msg_iter_next(struct lmbox_msg_iter *iter, struct lmbox_msg_meta *meta_r);
+/* Number of malformed message records the iteration skipped so far.
+ * Callers report them (e.g. to the log); `lmbox check` lists them. */
+unsigned int lmbox_msg_iter_corrupt(const struct lmbox_msg_iter *iter);
 void lmbox_msg_iter_deinit(struct lmbox_msg_iter **iter);
 
 /* ----------------------------------------------------------------- bodies */
