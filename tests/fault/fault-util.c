@@ -189,22 +189,28 @@ void fault_fill_noise(uint64_t key, unsigned char *buf, size_t len)
 	}
 }
 
-struct lmbox_store *fault_open(const char *dir, enum lmbox_fsync_mode fsync, int level)
+struct lmbox_store *fault_open_opts(const char *dir, const struct lmbox_store_opts *opts)
 {
-	struct lmbox_store_opts opts;
 	struct lmbox_store *store;
 	const char *errmsg = NULL;
 	int ret;
+
+	ret = lmbox_store_open(dir, opts, &store, &errmsg);
+	if (ret < 0)
+		FAIL("open %s (pid %d): %s (%s)", dir, (int)getpid(), lmbox_strerror(ret),
+		     errmsg == NULL ? "" : errmsg);
+	return store;
+}
+
+struct lmbox_store *fault_open(const char *dir, enum lmbox_fsync_mode fsync, int level)
+{
+	struct lmbox_store_opts opts;
 
 	lmbox_store_opts_init(&opts);
 	opts.flags = LMBOX_OPEN_CREATE;
 	opts.fsync = fsync;
 	opts.compress_level = level;
-	ret = lmbox_store_open(dir, &opts, &store, &errmsg);
-	if (ret < 0)
-		FAIL("open %s: %s (%s)", dir, lmbox_strerror(ret),
-		     errmsg == NULL ? "" : errmsg);
-	return store;
+	return fault_open_opts(dir, &opts);
 }
 
 uint32_t fault_folder(struct lmbox_store *store, const char *name)

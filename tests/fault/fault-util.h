@@ -62,6 +62,8 @@ void fault_fill_noise(uint64_t key, unsigned char *buf, size_t len);
 
 /* Open dir (create) with fsync mode and zlib level; fails the test on error. */
 struct lmbox_store *fault_open(const char *dir, enum lmbox_fsync_mode fsync, int level);
+/* Open dir with opts; a failure ends the test with the store's message. */
+struct lmbox_store *fault_open_opts(const char *dir, const struct lmbox_store_opts *opts);
 /* Folder id of name, created if missing. */
 uint32_t fault_folder(struct lmbox_store *store, const char *name);
 

@@ -129,18 +129,13 @@ static void verify(struct lmbox_store *store, uint32_t folder, int big)
 static struct lmbox_store *open_with(uint64_t map_max)
 {
 	struct lmbox_store_opts opts;
-	struct lmbox_store *store;
-	const char *errmsg = NULL;
-	int ret;
 
 	lmbox_store_opts_init(&opts);
 	opts.flags = LMBOX_OPEN_CREATE;
 	opts.fsync = LMBOX_FSYNC_NEVER;
 	opts.map_initial = 256 * 1024;
 	opts.map_max = map_max;
-	ret = lmbox_store_open(dir, &opts, &store, &errmsg);
-	CHECK(ret == 0, "open: %s (%s)", lmbox_strerror(ret), errmsg == NULL ? "" : errmsg);
-	return store;
+	return fault_open_opts(dir, &opts);
 }
 
 static int mapfull_main(void *arg)

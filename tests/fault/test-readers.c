@@ -26,18 +26,12 @@ static char *dir;
 static struct lmbox_store *open_store(void)
 {
 	struct lmbox_store_opts opts;
-	struct lmbox_store *store;
-	const char *errmsg = NULL;
-	int ret;
 
 	lmbox_store_opts_init(&opts);
 	opts.flags = LMBOX_OPEN_CREATE;
 	opts.fsync = LMBOX_FSYNC_NEVER;
 	opts.max_readers = READERS;
-	ret = lmbox_store_open(dir, &opts, &store, &errmsg);
-	CHECK(ret == 0, "open (pid %d): %s (%s)", (int)getpid(), lmbox_strerror(ret),
-	      errmsg == NULL ? "" : errmsg);
-	return store;
+	return fault_open_opts(dir, &opts);
 }
 
 static int setup_main(void *arg)
