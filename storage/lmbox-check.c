@@ -5,8 +5,11 @@
  * inside its segment's committed tail with a matching header, segment
  * counters = their live blobs), optionally reading every body.  With
  * LMBOX_CHECK_REPAIR the same walk runs inside a write transaction and
- * rewrites what is derived data (counters, index, reclaim list); it never
- * deletes a message.  lmbox_compact() moves live blobs out of segments
+ * rewrites what is derived data (counters, index, reclaim list).  The one
+ * record it removes is a message record that cannot be decoded: its raw
+ * key and value, and its body if the live-blob index still names it, are
+ * first saved under DIR/lost+found (fsynced), then the record is deleted
+ * and the counters re-derived without it.  lmbox_compact() moves live blobs out of segments
  * with dead space so whole segments can be unlinked.  lmbox_store_stat()
  * sums it up.
  */
@@ -19,6 +22,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lmbox-private.h"
@@ -55,6 +59,8 @@ struct lmbox_check_ctx {
 	unsigned int missing_count, missing_alloc;
 	uint64_t blobs_expected;   /* messages with a blob in a known segment */
 	bool blobs_bad;
+	long long repair_time;     /* names of the files saved to lost+found */
+	bool lost_found_made;
 };
 
 static void lmbox_problem(struct lmbox_check_ctx *ctx, const char *fmt, ...)
@@ -62,7 +68,7 @@ static void lmbox_problem(struct lmbox_check_ctx *ctx, const char *fmt, ...)
 
 static void lmbox_problem(struct lmbox_check_ctx *ctx, const char *fmt, ...)
 {
-	char line[1024];
+	char line[4096];
 	va_list args;
 
 	va_start(args, fmt);
@@ -347,6 +353,305 @@ static void lmbox_check_blob(struct lmbox_check_ctx *ctx, const struct lmbox_msg
 	close(fd);
 }
 
+/* ---------------------------------------------------------- lost+found */
+
+#define LMBOX_LOST_FOUND "lost+found"
+
+static int lmbox_lf_write_all(int fd, const void *data, size_t size)
+{
+	const unsigned char *p = data;
+
+	while (size > 0) {
+		ssize_t n = write(fd, p, size);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		size -= (size_t)n;
+	}
+	return 0;
+}
+
+static int lmbox_lf_fsync_path(const char *path)
+{
+	int fd, ret;
+
+	if ((fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return -1;
+	ret = fsync(fd);
+	close(fd);
+	return ret;
+}
+
+/* DIR/lost+found, 0700; a new one is made durable in DIR. */
+static int lmbox_lf_dir(struct lmbox_check_ctx *ctx, char *path, size_t size)
+{
+	snprintf(path, size, "%s/%s", ctx->store->dir, LMBOX_LOST_FOUND);
+	if (ctx->lost_found_made)
+		return 0;
+	if (mkdir(path, 0700) < 0) {
+		if (errno != EEXIST)
+			return -1;
+	} else if (lmbox_lf_fsync_path(ctx->store->dir) < 0) {
+		return -1;
+	}
+	ctx->lost_found_made = true;
+	return 0;
+}
+
+/* Finish a file of lost+found: fsync and close; on failure unlink it. */
+static int lmbox_lf_finish(int fd, const char *path, int ret)
+{
+	int saved;
+
+	if (ret == 0 && fsync(fd) < 0)
+		ret = -1;
+	saved = errno;
+	if (close(fd) < 0 && ret == 0) {
+		ret = -1;
+		saved = errno;
+	}
+	if (ret < 0) {
+		(void)unlink(path);
+		errno = saved;
+	}
+	return ret;
+}
+
+/* Copy len bytes of a segment from offset into path (the blob as stored). */
+static int lmbox_lf_copy_raw(struct lmbox_check_ctx *ctx, int seg_fd, uint64_t offset,
+			     uint64_t len, const char *path, char *why, size_t why_size)
+{
+	unsigned char buf[LMBOX_IO_CHUNK];
+	int fd, ret = 0;
+
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0) {
+		snprintf(why, why_size, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	while (len > 0 && ret == 0) {
+		size_t want = len < sizeof(buf) ? (size_t)len : sizeof(buf);
+		ssize_t n = pread(seg_fd, buf, want, (off_t)offset);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break; /* a short segment: save what there is */
+		ret = lmbox_lf_write_all(fd, buf, (size_t)n);
+		offset += (uint64_t)n;
+		len -= (uint64_t)n;
+	}
+	if (lmbox_lf_finish(fd, path, ret) < 0) {
+		snprintf(why, why_size, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	(void)ctx;
+	return 0;
+}
+
+/* The body of a message whose record is gone, from its blob header, into
+ * path: decompressed and checksum-verified.  1 if the blob cannot be
+ * decoded (the caller copies it raw), -1 if the file cannot be written. */
+static int lmbox_lf_save_eml(struct lmbox_check_ctx *ctx, const struct lmbox_msg_meta *meta,
+			     const char *path, char *why, size_t why_size)
+{
+	unsigned char buf[LMBOX_IO_CHUNK];
+	struct lmbox_body *body;
+	ssize_t n;
+	int fd, ret = 0;
+
+	if (lmbox_body_open(ctx->store, meta, &body) < 0)
+		return 1;
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0) {
+		snprintf(why, why_size, "%s: %s", path, strerror(errno));
+		lmbox_body_close(&body);
+		return -1;
+	}
+	while ((n = lmbox_body_read(body, buf, sizeof(buf))) > 0) {
+		if (lmbox_lf_write_all(fd, buf, (size_t)n) < 0) {
+			ret = -1;
+			break;
+		}
+	}
+	lmbox_body_close(&body);
+	if (ret == 0 && n < 0) {
+		(void)close(fd);
+		(void)unlink(path);
+		return 1;
+	}
+	if (lmbox_lf_finish(fd, path, ret) < 0) {
+		snprintf(why, why_size, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* The live-blob index entry owned by (fid, uid), if any. */
+static int lmbox_lf_find_blob(struct lmbox_check_ctx *ctx, uint32_t fid, uint32_t uid,
+			      uint32_t *seg_id_r, uint64_t *offset_r, uint64_t *len_r)
+{
+	struct lmbox_blob_rec rec;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc;
+
+	if ((rc = mdb_cursor_open(ctx->txn, ctx->store->env->dbi_blobs, &cur)) != 0)
+		return lmbox_check_mdb(ctx, rc, "cursor");
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (lmbox_blob_rec_decode(v.mv_data, v.mv_size, &rec) == 0 &&
+		    rec.folder_id == fid && rec.uid == uid &&
+		    lmbox_reclaim_key_decode(k.mv_data, k.mv_size, seg_id_r, offset_r) == 0) {
+			*len_r = rec.len;
+			mdb_cursor_close(cur);
+			return 1;
+		}
+	}
+	mdb_cursor_close(cur);
+	if (rc != MDB_NOTFOUND)
+		return lmbox_check_mdb(ctx, rc, "reading live-blob index");
+	return 0;
+}
+
+/* Save the body blob of a malformed record to base.eml (decoded) or
+ * base.blob (as stored), and take it out of the live-blob index and its
+ * segment's live counters: the store keeps no message for it.  desc says
+ * where it went.  1 = a file could not be written (desc says why): nothing
+ * may be deleted; <0 = an LMDB error (the store's error is set). */
+static int lmbox_lf_save_body(struct lmbox_check_ctx *ctx, uint32_t fid, uint32_t uid,
+			      const char *base, char *desc, size_t desc_size)
+{
+	struct lmbox_store *store = ctx->store;
+	struct lmbox_check_seg *seg;
+	struct lmbox_blob_hdr hdr;
+	struct lmbox_msg_meta meta;
+	unsigned char hbuf[LMBOX_BLOB_HDR_SIZE], bkey[12];
+	MDB_val bk = { 12, bkey };
+	char path[4300], why[4400];
+	uint64_t offset = 0, len = 0;
+	uint32_t seg_id = 0;
+	int fd, ret, rc;
+
+	if ((ret = lmbox_lf_find_blob(ctx, fid, uid, &seg_id, &offset, &len)) < 0)
+		return ret;
+	if (ret == 0) {
+		snprintf(desc, desc_size, "no body: the live-blob index names none");
+		return 0;
+	}
+	if (lmbox_seg_open_read(store, seg_id, &fd) < 0) {
+		snprintf(desc, desc_size, "body at %08X:%llu not saved: %s", seg_id,
+			 (unsigned long long)offset, lmbox_store_errmsg(store));
+	} else {
+		ret = 1;
+		if (lmbox_pread_full(store, fd, hbuf, sizeof(hbuf), offset, "segment") == 0 &&
+		    lmbox_blob_hdr_decode(hbuf, sizeof(hbuf), &hdr) == 0 &&
+		    len == LMBOX_BLOB_HDR_SIZE + hdr.stored_size) {
+			memset(&meta, 0, sizeof(meta));
+			meta.folder_id = fid;
+			meta.uid = uid;
+			meta.codec = hdr.codec;
+			meta.phys_size = hdr.phys_size;
+			meta.stored_size = hdr.stored_size;
+			meta.checksum = hdr.checksum;
+			meta.seg_id = seg_id;
+			meta.seg_offset = offset;
+			snprintf(path, sizeof(path), "%s.eml", base);
+			ret = lmbox_lf_save_eml(ctx, &meta, path, why, sizeof(why));
+		}
+		if (ret == 1) {
+			/* header or data damaged: keep the bytes as they are */
+			snprintf(path, sizeof(path), "%s.blob", base);
+			ret = lmbox_lf_copy_raw(ctx, fd, offset, len, path, why, sizeof(why));
+		}
+		close(fd);
+		if (ret < 0) {
+			snprintf(desc, desc_size, "%s", why);
+			return 1;
+		}
+		snprintf(desc, desc_size, "body (%08X:%llu) to %s", seg_id,
+			 (unsigned long long)offset, path);
+	}
+	/* no message owns the blob any more: dead space, which compaction
+	 * gives back like any other */
+	lmbox_reclaim_key_encode(bkey, seg_id, offset);
+	if ((rc = mdb_del(ctx->txn, store->env->dbi_blobs, &bk, NULL)) != 0)
+		return lmbox_check_mdb(ctx, rc, "removing live-blob index entry");
+	if ((seg = lmbox_check_seg_find(ctx, seg_id)) != NULL &&
+	    seg->rec.live_count > 0 && seg->rec.live_bytes >= len) {
+		unsigned char key[4], val[LMBOX_SEG_REC_SIZE];
+		MDB_val k = { 4, key }, v = { LMBOX_SEG_REC_SIZE, val };
+
+		seg->rec.live_count--;
+		seg->rec.live_bytes -= len;
+		lmbox_put_be32(key, seg_id);
+		lmbox_seg_rec_encode(&seg->rec, val);
+		if ((rc = mdb_put(ctx->txn, store->env->dbi_segs, &k, &v, 0)) != 0)
+			return lmbox_check_mdb(ctx, rc, "updating segment record");
+	}
+	return 0;
+}
+
+/* Repair of a message record lmbox_msg_decode() rejects: save its key and
+ * value as they are (base.rec: the 8-byte key, then the value) and its
+ * body, fsync both and lost+found, then delete the record (cur is on it).
+ * The folder's counters and the UIDL index are re-derived by the rest of
+ * the walk, which no longer sees it.  Returns 1 if moved aside, 0 if it
+ * could not be (why in desc: the record stays), <0 on an LMDB error. */
+static int lmbox_check_move_aside(struct lmbox_check_ctx *ctx, MDB_cursor *cur,
+				  const MDB_val *k, const MDB_val *v, uint32_t fid,
+				  uint32_t uid, char *desc, size_t desc_size)
+{
+	char dir[4096], base[4200], path[4300], body_desc[4400];
+	int fd = -1, ret, rc;
+
+	if (lmbox_lf_dir(ctx, dir, sizeof(dir)) < 0) {
+		snprintf(desc, desc_size, "cannot make %s: %s", dir, strerror(errno));
+		return 0;
+	}
+	for (unsigned int n = 0; n < 100 && fd < 0; n++) {
+		if (n == 0)
+			snprintf(base, sizeof(base), "%s/msg-%u-%u-%lld", dir, fid, uid,
+				 ctx->repair_time);
+		else
+			snprintf(base, sizeof(base), "%s/msg-%u-%u-%lld.%u", dir, fid, uid,
+				 ctx->repair_time, n);
+		snprintf(path, sizeof(path), "%s.rec", base);
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0 && errno != EEXIST)
+			break;
+	}
+	if (fd < 0) {
+		snprintf(desc, desc_size, "cannot create %s: %s", path, strerror(errno));
+		return 0;
+	}
+	ret = lmbox_lf_write_all(fd, k->mv_data, k->mv_size);
+	if (ret == 0)
+		ret = lmbox_lf_write_all(fd, v->mv_data, v->mv_size);
+	if (lmbox_lf_finish(fd, path, ret) < 0) {
+		snprintf(desc, desc_size, "cannot write %s: %s", path, strerror(errno));
+		return 0;
+	}
+	if ((ret = lmbox_lf_save_body(ctx, fid, uid, base, body_desc, sizeof(body_desc))) != 0) {
+		if (ret < 0)
+			return ret;
+		(void)unlink(path);
+		snprintf(desc, desc_size, "cannot save its body: %s", body_desc);
+		return 0;
+	}
+	if (lmbox_lf_fsync_path(dir) < 0) {
+		snprintf(desc, desc_size, "cannot fsync %s: %s", dir, strerror(errno));
+		return 0;
+	}
+	if ((rc = mdb_cursor_del(cur, 0)) != 0)
+		return lmbox_check_mdb(ctx, rc, "deleting malformed message record");
+	snprintf(desc, desc_size, "record (%zu+%zu bytes) to %s, %s", k->mv_size, v->mv_size,
+		 path, body_desc);
+	return 1;
+}
+
 /* Every message: record, blob, UIDL index entry; sums per folder/segment. */
 static int lmbox_check_msgs(struct lmbox_check_ctx *ctx)
 {
@@ -368,7 +673,21 @@ static int lmbox_check_msgs(struct lmbox_check_ctx *ctx)
 			continue;
 		}
 		if (lmbox_msg_decode(v.mv_data, v.mv_size, &meta) < 0) {
-			lmbox_problem(ctx, "folder %u uid %u: message record is malformed", fid, uid);
+			char desc[9000];
+			int moved;
+
+			if (!ctx->repair) {
+				lmbox_problem(ctx, "folder %u uid %u: message record is malformed",
+					      fid, uid);
+				continue;
+			}
+			if ((moved = lmbox_check_move_aside(ctx, cur, &k, &v, fid, uid, desc,
+							    sizeof(desc))) < 0) {
+				ret = moved;
+				break;
+			}
+			lmbox_problem(ctx, "folder %u uid %u: message record is malformed (%s: %s)",
+				      fid, uid, moved ? "moved aside" : "NOT moved aside", desc);
 			continue;
 		}
 		meta.folder_id = fid;
@@ -715,6 +1034,7 @@ int lmbox_check(struct lmbox_store *store, unsigned int flags,
 	ctx.report = report;
 	ctx.context = context;
 	ctx.repair = (flags & LMBOX_CHECK_REPAIR) != 0;
+	ctx.repair_time = (long long)time(NULL);
 	if ((ret = lmbox_store_check_usable(store, false)) < 0)
 		return ret;
 	if (lmbox_check_mdb_structure(&ctx) < 0) {

@@ -1,7 +1,8 @@
 /*
  * lmbox-cli-check.c: the maintenance commands of the lmbox admin tool --
  * check [--bodies] [--repair] (lmbox_check(), exit 1 if problems are found
- * or left after a repair) and compact (lmbox_compact()).
+ * or left after a repair; --repair moves malformed message records to
+ * DIR/lost+found) and compact (lmbox_compact()).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -110,7 +111,9 @@ const struct cli_command cli_cmd_check = {
 	"and print one line per problem found, then a summary line.\n"
 	"  --bodies  also read every body and verify its checksum (slow)\n"
 	"  --repair  fix what can be fixed without losing mail (counters, UIDL\n"
-	"            index, reclaim list), then check again\n"
+	"            index, reclaim list), then check again.  A message record\n"
+	"            that does not decode is saved with its body to\n"
+	"            DIR/lost+found/msg-F-U-T.{rec,eml}, then deleted\n"
 	"Exit 0 if no problem was found (with --repair: none is left), 1 if any.\n",
 	cmd_check
 };
