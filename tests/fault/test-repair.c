@@ -2,17 +2,19 @@
  * test-repair.c: `lmbox check --repair` moves a malformed message record
  * aside.
  *
- * A store with two folders of messages is built; one message record in
- * the msgs database is then damaged with LMDB directly (its version byte,
- * so lmbox_msg_decode() rejects it).  Then, with the admin tool ($LMBOX;
- * without it, lmbox_check() itself):
- *   - check reports the record (exit 1, a "malformed" line);
- *   - check --repair saves it under DIR/lost+found: msg-F-U-T.rec holds
- *     the record's key and value exactly as they were, msg-F-U-T.eml the
- *     message body, byte-exact (both 0600), and exits 0;
+ * A store with two folders of messages is built; two message records in
+ * the msgs database are then damaged with LMDB directly (their version
+ * byte, so lmbox_msg_decode() rejects them), and the second one's body is
+ * damaged too (a flipped byte in its compressed data).  Then, with the
+ * admin tool ($LMBOX; without it, lmbox_check() itself):
+ *   - check reports the records (exit 1, "malformed" lines);
+ *   - check --repair saves each under DIR/lost+found: msg-F-U-T.rec holds
+ *     the record's key and value exactly as they were; the intact body is
+ *     msg-F-U-T.eml, byte-exact; the damaged one msg-F-U-T.blob, the blob
+ *     exactly as stored in its segment; all 0600; exit 0;
  *   - a second check is clean (exit 0);
- *   - every other message reads back byte-exact, the damaged one is gone,
- *     the folder counters match, and a new append works.
+ *   - every other message reads back byte-exact, the damaged ones are
+ *     gone, the folder counters match, and a new append works.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -33,6 +35,15 @@ struct mail {
 	uint32_t uid;
 	unsigned char *data;
 	size_t len;
+};
+
+struct target {
+	unsigned int f, i;      /* mails[f][i] */
+	int damage_body;
+	unsigned char *rec;     /* key || value as damaged */
+	size_t rec_len;
+	unsigned char *blob;    /* the blob as stored (damage_body) */
+	size_t blob_len;
 };
 
 static struct mail mails[NFOLDERS][NMSG];
@@ -66,10 +77,33 @@ static void build(const char *dir)
 	lmbox_store_close(&store);
 }
 
-/* Damage the record of (folder_id, uid) in place; returns key || value as
- * it is now (what the repair must save), *len_r its length. */
-static unsigned char *damage(const char *dir, uint32_t folder_id, uint32_t uid, size_t *len_r)
+/* Flip a byte in the middle of the compressed data of the blob meta names;
+ * t->blob gets the blob (header + stored bytes) as it is afterwards. */
+static void damage_blob(const char *dir, const struct lmbox_msg_meta *meta, struct target *t)
 {
+	char path[4096];
+	unsigned char c;
+	off_t at = (off_t)(meta->seg_offset + LMBOX_BLOB_HDR_SIZE + meta->stored_size / 2);
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/seg/%08X", dir, meta->seg_id);
+	CHECK((fd = open(path, O_RDWR)) >= 0, "%s: %s", path, strerror(errno));
+	CHECK(pread(fd, &c, 1, at) == 1, "read %s", path);
+	c ^= 0x5a;
+	CHECK(pwrite(fd, &c, 1, at) == 1 && fsync(fd) == 0, "write %s", path);
+	t->blob_len = LMBOX_BLOB_HDR_SIZE + meta->stored_size;
+	t->blob = malloc(t->blob_len);
+	CHECK(t->blob != NULL, "malloc");
+	CHECK(pread(fd, t->blob, t->blob_len, (off_t)meta->seg_offset) == (ssize_t)t->blob_len,
+	      "read blob");
+	close(fd);
+}
+
+/* Damage the record of the target in place (and its body if asked);
+ * t->rec gets key || value as it is now (what the repair must save). */
+static void damage(const char *dir, struct target *t)
+{
+	uint32_t folder_id = folder_ids[t->f], uid = mails[t->f][t->i].uid;
 	char path[4096];
 	unsigned char key[8], *val, *saved;
 	MDB_env *env;
@@ -87,6 +121,8 @@ static unsigned char *damage(const char *dir, uint32_t folder_id, uint32_t uid, 
 	lmbox_msg_key_encode(key, folder_id, uid);
 	CHECK(mdb_get(txn, dbi, &k, &v) == 0, "record of uid %u not found", uid);
 	CHECK(lmbox_msg_decode(v.mv_data, v.mv_size, &meta) == 0, "record already bad");
+	if (t->damage_body)
+		damage_blob(dir, &meta, t);
 	val = malloc(v.mv_size);
 	CHECK(val != NULL, "malloc");
 	memcpy(val, v.mv_data, v.mv_size);
@@ -97,13 +133,13 @@ static unsigned char *damage(const char *dir, uint32_t folder_id, uint32_t uid, 
 	CHECK(mdb_txn_commit(txn) == 0, "commit");
 	mdb_env_close(env);
 
-	*len_r = 8 + v.mv_size;
-	saved = malloc(*len_r);
+	t->rec_len = 8 + v.mv_size;
+	saved = malloc(t->rec_len);
 	CHECK(saved != NULL, "malloc");
 	memcpy(saved, key, 8);
 	memcpy(saved + 8, val, v.mv_size);
 	free(val);
-	return saved;
+	t->rec = saved;
 }
 
 /* Run the CLI's check (or lmbox_check()) and return its exit code; its
@@ -155,8 +191,9 @@ static unsigned char *slurp(const char *path, size_t *len_r)
 	return buf;
 }
 
-/* lost+found must hold one NAME-*.rec and one NAME-*.eml (0600). */
-static void find_saved(const char *dir, uint32_t folder_id, uint32_t uid,
+/* lost+found must hold one msg-F-U-*.rec and one msg-F-U-*.ext (0600),
+ * and nothing else of that message. */
+static void find_saved(const char *dir, uint32_t folder_id, uint32_t uid, const char *ext,
 		       char *rec, char *eml, size_t size)
 {
 	char lf[2048], prefix[64];
@@ -174,14 +211,16 @@ static void find_saved(const char *dir, uint32_t folder_id, uint32_t uid,
 
 		if (d->d_name[0] == '.')
 			continue;
-		if (strncmp(d->d_name, prefix, strlen(prefix)) != 0 || n < 4) {
+		if (strncmp(d->d_name, prefix, strlen(prefix)) != 0)
+			continue;
+		if (n < 5) {
 			nother++;
 			continue;
 		}
 		if (strcmp(d->d_name + n - 4, ".rec") == 0) {
 			path = rec;
 			nrec++;
-		} else if (strcmp(d->d_name + n - 4, ".eml") == 0) {
+		} else if (n > strlen(ext) && strcmp(d->d_name + n - strlen(ext), ext) == 0) {
 			path = eml;
 			neml++;
 		} else {
@@ -194,11 +233,21 @@ static void find_saved(const char *dir, uint32_t folder_id, uint32_t uid,
 	}
 	closedir(dp);
 	CHECK(nrec == 1 && neml == 1 && nother == 0,
-	      "lost+found holds %u .rec, %u .eml, %u other files (want 1, 1, 0)",
-	      nrec, neml, nother);
+	      "lost+found holds %u .rec, %u %s, %u other files of %s (want 1, 1, 0)",
+	      nrec, neml, ext, nother, prefix);
 }
 
-static void verify_store(const char *dir, unsigned int bad_f, unsigned int bad_i)
+static int is_target(const struct target *targets, unsigned int n, unsigned int f,
+		     unsigned int i)
+{
+	for (unsigned int j = 0; j < n; j++) {
+		if (targets[j].f == f && targets[j].i == i)
+			return 1;
+	}
+	return 0;
+}
+
+static void verify_store(const char *dir, const struct target *targets, unsigned int ntargets)
 {
 	struct lmbox_store *store = fault_open(dir, LMBOX_FSYNC_ALWAYS, 6);
 	struct lmbox_reader *reader;
@@ -208,7 +257,7 @@ static void verify_store(const char *dir, unsigned int bad_f, unsigned int bad_i
 		struct lmbox_folder_info info;
 		struct lmbox_msg_iter *iter;
 		struct lmbox_msg_meta meta;
-		unsigned int i = 0, seen = 0;
+		unsigned int i = 0, seen = 0, expect = NMSG;
 		uint64_t psize = 0;
 		int ret;
 
@@ -218,7 +267,7 @@ static void verify_store(const char *dir, unsigned int bad_f, unsigned int bad_i
 			unsigned char *data;
 			size_t size;
 
-			if (f == bad_f && i == bad_i)
+			while (i < NMSG && is_target(targets, ntargets, f, i))
 				i++;
 			CHECK(i < NMSG && meta.uid == mails[f][i].uid,
 			      "folder %s: uid %u where %u was expected", folder_names[f], meta.uid,
@@ -234,17 +283,20 @@ static void verify_store(const char *dir, unsigned int bad_f, unsigned int bad_i
 		CHECK_LM(store, ret, "iter next");
 		CHECK(lmbox_msg_iter_corrupt(iter) == 0, "iteration still skips a malformed record");
 		lmbox_msg_iter_deinit(&iter);
-		CHECK(seen == (f == bad_f ? NMSG - 1 : NMSG), "folder %s: %u messages",
-		      folder_names[f], seen);
+		for (unsigned int j = 0; j < ntargets; j++)
+			expect -= targets[j].f == f;
+		CHECK(seen == expect, "folder %s: %u messages, want %u", folder_names[f], seen,
+		      expect);
 		CHECK(info.count == seen && info.psize_total == psize,
 		      "folder %s: counters %u/%llu, found %u/%llu", folder_names[f], info.count,
 		      (unsigned long long)info.psize_total, seen, (unsigned long long)psize);
 	}
-	{
+	for (unsigned int j = 0; j < ntargets; j++) {
 		struct lmbox_msg_meta meta;
 
-		CHECK(lmbox_reader_msg(reader, folder_ids[bad_f], mails[bad_f][bad_i].uid,
-				       &meta) == LMBOX_ERR_NOTFOUND, "damaged message still there");
+		CHECK(lmbox_reader_msg(reader, folder_ids[targets[j].f],
+				       mails[targets[j].f][targets[j].i].uid, &meta) ==
+		      LMBOX_ERR_NOTFOUND, "damaged message still there");
 	}
 	lmbox_reader_end(&reader);
 
@@ -256,7 +308,8 @@ static void verify_store(const char *dir, unsigned int bad_f, unsigned int bad_i
 		unsigned char *data = fault_gen_mail(4242, 3000, &len);
 
 		CHECK_LM(store, lmbox_txn_begin(store, &txn), "txn");
-		CHECK_LM(store, lmbox_append_begin(txn, folder_ids[bad_f], NULL, &append), "append");
+		CHECK_LM(store, lmbox_append_begin(txn, folder_ids[targets[0].f], NULL, &append),
+			 "append");
 		CHECK_LM(store, lmbox_append_write(append, data, len), "write");
 		CHECK_LM(store, lmbox_append_finish(&append), "finish");
 		CHECK_LM(store, lmbox_txn_commit(&txn, NULL), "commit after repair");
@@ -269,61 +322,85 @@ static void verify_store(const char *dir, unsigned int bad_f, unsigned int bad_i
 int main(void)
 {
 	char *dir = fault_mkdtemp("repair");
-	char out[4096], rec[8192] = "", eml[8192] = "";
-	unsigned char *want_rec, *got, *text;
-	size_t want_len, got_len, text_len;
-	const unsigned int bad_f = 0, bad_i = 4;
+	char out[4096], rec[8192] = "", body[8192] = "";
+	struct target targets[] = {
+		{ .f = 0, .i = 4, .damage_body = 0 },
+		{ .f = 1, .i = 7, .damage_body = 1 },
+	};
+	const unsigned int ntargets = sizeof(targets) / sizeof(targets[0]);
+	const char *lmbox = getenv("LMBOX");
+	unsigned char *got, *text;
+	size_t got_len, text_len;
 	int code;
 
 	fault_rmtree_at_exit(dir);
 	snprintf(out, sizeof(out), "%s.out", dir);
 	(void)unlink(out);
 	build(dir);
-	want_rec = damage(dir, folder_ids[bad_f], mails[bad_f][bad_i].uid, &want_len);
+	for (unsigned int j = 0; j < ntargets; j++)
+		damage(dir, &targets[j]);
 
 	code = run_check(dir, 0, out);
 	CHECK(code == 1, "check of the damaged store exited %d, want 1", code);
 	code = run_check(dir, 1, out);
 	CHECK(code == 0, "check --repair exited %d, want 0", code);
-	if (getenv("LMBOX") != NULL && *getenv("LMBOX") != '\0') {
-		char line[128];
-
+	if (lmbox != NULL && *lmbox != '\0') {
 		text = slurp(out, &text_len);
 		fputs((const char *)text, stderr);
-		snprintf(line, sizeof(line), "folder %u uid %u: message record is malformed\n",
-			 folder_ids[bad_f], mails[bad_f][bad_i].uid);
-		CHECK(strstr((const char *)text, line) != NULL, "check did not report the record");
-		snprintf(line, sizeof(line), "folder %u uid %u: message record is malformed "
-			 "(moved aside: record", folder_ids[bad_f], mails[bad_f][bad_i].uid);
-		CHECK(strstr((const char *)text, line) != NULL, "--repair did not say it moved it");
+		for (unsigned int j = 0; j < ntargets; j++) {
+			uint32_t fid = folder_ids[targets[j].f], uid = mails[targets[j].f][targets[j].i].uid;
+			char line[128];
+
+			snprintf(line, sizeof(line), "folder %u uid %u: message record is malformed\n",
+				 fid, uid);
+			CHECK(strstr((const char *)text, line) != NULL,
+			      "check did not report uid %u", uid);
+			snprintf(line, sizeof(line), "folder %u uid %u: message record is malformed "
+				 "(moved aside: record", fid, uid);
+			CHECK(strstr((const char *)text, line) != NULL,
+			      "--repair did not say it moved uid %u", uid);
+		}
 		CHECK(strstr((const char *)text, "left after repair") != NULL, "no repair summary");
 		free(text);
 	}
 
-	find_saved(dir, folder_ids[bad_f], mails[bad_f][bad_i].uid, rec, eml, sizeof(rec));
-	got = slurp(rec, &got_len);
-	CHECK(got_len == want_len && memcmp(got, want_rec, want_len) == 0,
-	      "%s does not hold the record's key and value", rec);
-	free(got);
-	got = slurp(eml, &got_len);
-	CHECK(got_len == mails[bad_f][bad_i].len &&
-	      memcmp(got, mails[bad_f][bad_i].data, got_len) == 0,
-	      "%s is not the message's body", eml);
-	free(got);
+	for (unsigned int j = 0; j < ntargets; j++) {
+		const struct target *t = &targets[j];
+		const struct mail *m = &mails[t->f][t->i];
+
+		find_saved(dir, folder_ids[t->f], m->uid, t->damage_body ? ".blob" : ".eml",
+			   rec, body, sizeof(rec));
+		got = slurp(rec, &got_len);
+		CHECK(got_len == t->rec_len && memcmp(got, t->rec, got_len) == 0,
+		      "%s does not hold the record's key and value", rec);
+		free(got);
+		got = slurp(body, &got_len);
+		if (t->damage_body) {
+			CHECK(got_len == t->blob_len && memcmp(got, t->blob, got_len) == 0,
+			      "%s is not the blob as stored", body);
+		} else {
+			CHECK(got_len == m->len && memcmp(got, m->data, got_len) == 0,
+			      "%s is not the message's body", body);
+		}
+		free(got);
+	}
 
 	code = run_check(dir, 0, out);
 	CHECK(code == 0, "check after the repair exited %d, want 0", code);
-	verify_store(dir, bad_f, bad_i);
+	verify_store(dir, targets, ntargets);
 	code = run_check(dir, 0, out);
 	CHECK(code == 0, "check after an append exited %d, want 0", code);
 
 	(void)unlink(out);
-	free(want_rec);
+	for (unsigned int j = 0; j < ntargets; j++) {
+		free(targets[j].rec);
+		free(targets[j].blob);
+	}
 	for (unsigned int f = 0; f < NFOLDERS; f++) {
 		for (unsigned int i = 0; i < NMSG; i++)
 			free(mails[f][i].data);
 	}
 	free(dir);
-	printf("PASS: malformed record moved aside, store clean, other mail intact\n");
+	printf("PASS: malformed records moved aside, store clean, other mail intact\n");
 	return 0;
 }
