@@ -41,7 +41,7 @@ void lmbox_mailbox_report_corrupt(struct mailbox *box,
 		return;
 	e_error(box->event, "lmbox: %u damaged message record(s) in %s "
 		"skipped, the other messages are served (last: %s); "
-		"run lmbox check", n, box->vname,
+		"lmbox check --repair moves them to lost+found", n, box->vname,
 		lmbox_store_errmsg(storage->store));
 }
 
