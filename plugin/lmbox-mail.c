@@ -214,7 +214,7 @@ lmbox_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 
 static void lmbox_body_free(unsigned char *data)
 {
-	i_free(data);
+	free(data);
 }
 
 /* The whole decompressed, verified body as an istream. */
@@ -238,9 +238,17 @@ lmbox_mail_open_body(struct lmbox_mail *mail, struct istream **input_r)
 		goto store_failed;
 
 	if (mail->meta.phys_size <= LMBOX_BODY_MEMORY_MAX) {
-		/* one extra byte notices a body longer than its metadata */
+		/* one extra byte notices a body longer than its metadata;
+		   malloc, not i_malloc: every byte used is written first, and
+		   i_malloc's calloc would clear the whole body beforehand */
 		alloc = mail->meta.phys_size + 1;
-		data = i_malloc(alloc);
+		data = malloc(alloc);
+		if (data == NULL) {
+			mail_set_critical(_mail, "lmbox: out of memory for "
+					  "a %zu byte body", alloc);
+			lmbox_body_close(&body);
+			return -1;
+		}
 		while ((n = lmbox_body_read(body, data + used,
 					    alloc - used)) > 0) {
 			used += n;
@@ -260,6 +268,7 @@ lmbox_mail_open_body(struct lmbox_mail *mail, struct istream **input_r)
 		i_unlink(str_c(path));
 		alloc = LMBOX_BODY_READ_CHUNK;
 		data = i_malloc(alloc);
+		/* i_free() below leaves data NULL for the free()s after it */
 		while ((n = lmbox_body_read(body, data, alloc)) > 0) {
 			if (write_full(fd, data, n) < 0) {
 				mail_set_critical(_mail,
@@ -277,13 +286,13 @@ lmbox_mail_open_body(struct lmbox_mail *mail, struct istream **input_r)
 	lmbox_body_close(&body);
 	if (n < 0) {
 		ret = (int)n;
-		i_free(data);
+		free(data);
 		if (fd != -1)
 			i_close_fd(&fd);
 		goto store_failed;
 	}
 	if (used != mail->meta.phys_size) {
-		i_free(data);
+		free(data);
 		if (fd != -1)
 			i_close_fd(&fd);
 		mail_set_critical(_mail,

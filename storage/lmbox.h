@@ -173,6 +173,11 @@ int lmbox_store_stat(struct lmbox_store *store, struct lmbox_store_stat *stat_r)
  * process since start (all stores).  Lets tests prove a path reads no body. */
 uint64_t lmbox_body_open_count(void);
 
+/* zlib's crc32() and adler32() (same arguments and values, any length),
+ * vectorized where the CPU allows: what body reads verify with. */
+uint32_t lmbox_crc32(uint32_t crc, const void *buf, size_t len);
+uint32_t lmbox_adler32(uint32_t adler, const void *buf, size_t len);
+
 /* -------------------------------------------------------------- folders */
 
 #define LMBOX_GUID_SIZE 16

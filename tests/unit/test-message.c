@@ -533,11 +533,45 @@ static void test_refresh(struct lmbox_store *store)
 	lmbox_reader_end(&reader);
 }
 
+/* lmbox_crc32() and lmbox_adler32() are zlib's crc32() and adler32(): every
+ * length from 0 to 300 at every alignment mod 16, then random lengths up to
+ * 64 KiB from random starting values, on random bytes and on runs of 0xff
+ * (the largest sums). */
+static void test_checksums(void)
+{
+	static unsigned char buf[65536 + 64];
+	uint32_t seed = 12345, c0, a0;
+	size_t off, len;
+	int t, bad = 0;
+
+	for (size_t i = 0; i < sizeof(buf); i++) {
+		seed = seed * 1103515245 + 12345;
+		buf[i] = (unsigned char)(seed >> 16);
+	}
+	for (t = 0; t < 6000; t++) {
+		seed = seed * 1103515245 + 12345;
+		off = t < 4800 ? (size_t)t % 16 : (seed >> 8) % 64;
+		len = t < 4800 ? (size_t)t / 16 : (seed >> 4) % 65536;
+		c0 = t % 3 == 0 ? 0 : seed * 2654435761U;
+		a0 = t % 3 == 0 ? 1 : ((seed >> 3) % 65521) | (((seed >> 11) % 65521) << 16);
+		if (t % 5 == 4)
+			memset(buf + off, 0xff, len);
+		if (lmbox_crc32(c0, buf + off, len) != (uint32_t)crc32(c0, buf + off, (uInt)len))
+			bad++;
+		if (lmbox_adler32(a0, buf + off, len) != (uint32_t)adler32(a0, buf + off, (uInt)len))
+			bad++;
+	}
+	CHECK(bad == 0);
+	CHECK(lmbox_crc32(0, NULL, 0) == 0);
+	CHECK(lmbox_adler32(1, NULL, 0) == 1);
+}
+
 int main(void)
 {
 	struct lmbox_store *store;
 
 	test_init();
+	test_checksums();
 	store = test_open("msgs", LMBOX_OPEN_CREATE);
 	CHECK_OK(store, lmbox_folder_create(store, "INBOX", 0, NULL, &folder));
 	test_bodies(store);
