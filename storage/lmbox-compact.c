@@ -6,6 +6,11 @@
  * blobs of every segment with dead space into the current segment, one
  * segment per write transaction, after which the old segment has no live
  * blob and is unlinked by the normal reclaim path.
+ *
+ * Auto-compaction (after deletions, no admin involved) is selective: it
+ * moves only the runs of live blobs whose move gives back more blocks than
+ * it writes (lmbox_compact_pick), so what small messages deleted at random
+ * leave behind comes back without rewriting the dense parts.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -22,14 +27,60 @@
 
 struct lmbox_compact_ctx {
 	uint32_t seg_id;
+	/* auto-compaction: move only the blobs whose move frees clearly
+	 * more blocks than it fills (lmbox_compact_pick), possibly into the
+	 * same segment */
+	bool selective;
 	uint64_t moved_bytes;
 	bool more;
 };
 
 struct lmbox_msg_ref {
 	uint32_t folder_id, uid;
-	uint64_t offset;
+	uint64_t offset, len;
 };
+
+#define LMBOX_BLOCK 4096
+
+/* Selective compaction.  refs are the live blobs of one segment in offset
+ * order; a cluster is a run of them that share file-system blocks (each
+ * starts in the block where the previous one ends), so that punching can
+ * give back none of the blocks of a cluster while one of its blobs lives.
+ * A cluster is worth moving when its blocks (less one shared with the
+ * segment header or with the space past the tail) hold at least 9/8
+ * of its bytes: the move writes them densely at the tail and gives
+ * back all those blocks.  A dense run (what was just appended) never
+ * qualifies, and no byte is rewritten unless it frees more than itself,
+ * whatever the pattern of deletions.  Keeps the chosen refs at the front;
+ * returns their count. */
+static unsigned int lmbox_compact_pick(struct lmbox_msg_ref *refs, unsigned int count,
+				       uint64_t tail)
+{
+	unsigned int n = 0, start = 0;
+
+	while (start < count) {
+		uint64_t first = refs[start].offset / LMBOX_BLOCK, last, bytes = 0, blocks;
+		unsigned int end = start;
+
+		last = (refs[start].offset + refs[start].len - 1) / LMBOX_BLOCK;
+		bytes = refs[start].len;
+		for (end = start + 1; end < count && refs[end].offset / LMBOX_BLOCK <= last; end++) {
+			last = (refs[end].offset + refs[end].len - 1) / LMBOX_BLOCK;
+			bytes += refs[end].len;
+		}
+		blocks = last - first + 1;
+		if (first == 0 && blocks > 0)
+			blocks--;
+		if (last == tail / LMBOX_BLOCK && blocks > 0)
+			blocks--;
+		if (blocks * LMBOX_BLOCK * 8 >= bytes * 9) {
+			for (unsigned int i = start; i < end; i++)
+				refs[n++] = refs[i];
+		}
+		start = end;
+	}
+	return n;
+}
 
 /* Move up to a batch of the segment's live blobs (found through the
  * live-blob index) to the current segment. */
@@ -42,6 +93,7 @@ static int lmbox_compact_seg_fn(struct lmbox_wctx *ctx, void *context)
 	struct lmbox_msg_meta meta;
 	struct lmbox_blob_hdr hdr;
 	struct lmbox_blob_rec rec;
+	struct lmbox_seg_rec srec;
 	unsigned char key[12];
 	MDB_cursor *cur;
 	MDB_val k, v;
@@ -61,7 +113,7 @@ static int lmbox_compact_seg_fn(struct lmbox_wctx *ctx, void *context)
 		if (lmbox_reclaim_key_decode(k.mv_data, k.mv_size, &seg_id, &offset) < 0 ||
 		    seg_id != c->seg_id)
 			break;
-		if (batch >= LMBOX_COMPACT_BATCH) {
+		if (!c->selective && batch >= LMBOX_COMPACT_BATCH) {
 			c->more = true;
 			break;
 		}
@@ -78,10 +130,29 @@ static int lmbox_compact_seg_fn(struct lmbox_wctx *ctx, void *context)
 		refs[count].folder_id = rec.folder_id;
 		refs[count].uid = rec.uid;
 		refs[count].offset = offset;
+		refs[count].len = rec.len;
 		count++;
 		batch += rec.len;
 	}
 	mdb_cursor_close(cur);
+	if (ret == 0 && c->selective && count > 0) {
+		lmbox_put_be32(key, c->seg_id);
+		k.mv_data = key;
+		k.mv_size = 4;
+		if (mdb_get(ctx->txn, store->env->dbi_segs, &k, &v) != 0 ||
+		    lmbox_seg_rec_decode(v.mv_data, v.mv_size, &srec) < 0)
+			count = 0;
+		else
+			count = lmbox_compact_pick(refs, count, srec.tail);
+		for (unsigned int i = 0, b = 0; i < count; i++) {
+			if (b >= LMBOX_COMPACT_BATCH) {
+				count = i;
+				c->more = true;
+				break;
+			}
+			b += refs[i].len;
+		}
+	}
 	if (ret == 0 && count > 0)
 		ret = lmbox_seg_open_read(store, c->seg_id, &fd);
 
@@ -108,7 +179,7 @@ static int lmbox_compact_seg_fn(struct lmbox_wctx *ctx, void *context)
 					     refs[i].folder_id, refs[i].uid,
 					     &meta.seg_id, &meta.seg_offset)) < 0)
 			break;
-		if (meta.seg_id == c->seg_id) {
+		if (meta.seg_id == c->seg_id && !c->selective) {
 			/* still appending to the same segment: nothing gained */
 			ret = lmbox_set_error(store, LMBOX_ERR_INVALID,
 				"%s: cannot compact the current segment", store->dir);
@@ -226,47 +297,57 @@ int lmbox_compact(struct lmbox_store *store, uint64_t *bytes_freed_r)
 	return ret;
 }
 
-/* After a commit that killed blobs: a segment whose allocated blocks are
- * more than 1.5 times its live bytes (plus a MiB) is fragmented beyond what
- * punching can return, so its live blobs move on.  One segment per
- * commit; failures are left for the next time. */
+/* After a commit that killed blobs: in a segment whose allocated blocks
+ * exceed its live bytes by more than a 32nd (plus 32 KiB), the blobs
+ * that sit alone in blocks otherwise dead move to the tail
+ * (lmbox_compact_pick), and their old blocks are punched.  Bounded per
+ * call; what is left waits for the next deletion. */
+#define LMBOX_AUTO_COMPACT_MAX_BATCHES 4
 void lmbox_auto_compact(struct lmbox_store *store, const struct lmbox_reclaim_item *items,
 			unsigned int count)
 {
 	char saved[LMBOX_ERRMSG_SIZE];
 	uint32_t last = 0;
+	unsigned int batches = 0;
 
 	if (store->env->compacting || getenv("LMBOX_TEST_NO_AUTOCOMPACT") != NULL)
 		return;
-	for (unsigned int i = 0; i < count; i++) {
+	memcpy(saved, store->errmsg, sizeof(saved));
+	store->env->compacting = true;
+	for (unsigned int i = 0; i < count && batches < LMBOX_AUTO_COMPACT_MAX_BATCHES; i++) {
+		struct lmbox_compact_ctx c;
 		struct lmbox_seg_rec rec;
 		unsigned char key[4];
 		MDB_val k = { 4, key }, v;
 		MDB_txn *txn;
-		uint64_t alloc, moved;
+		uint64_t alloc;
 		bool sparse = false;
 
 		if (items[i].seg_id == last || items[i].kind != LMBOX_RECLAIM_PUNCH)
 			continue;
 		last = items[i].seg_id;
 		if (lmbox_rtxn_begin(store, &txn) < 0)
-			return;
+			break;
 		lmbox_put_be32(key, last);
 		if (mdb_get(txn, store->env->dbi_segs, &k, &v) == 0 &&
 		    lmbox_seg_rec_decode(v.mv_data, v.mv_size, &rec) == 0) {
 			alloc = lmbox_seg_alloc_bytes(store, last);
-			sparse = alloc > rec.live_bytes + rec.live_bytes / 2 + (1 << 20);
+			sparse = alloc > rec.live_bytes + rec.live_bytes / 32 + 32 * 1024;
 		}
 		mdb_txn_abort(txn);
 		if (!sparse)
 			continue;
-		memcpy(saved, store->errmsg, sizeof(saved));
-		store->env->compacting = true;
-		(void)lmbox_compact_segment(store, last, &moved);
-		store->env->compacting = false;
-		memcpy(store->errmsg, saved, sizeof(saved));
-		return;
+		memset(&c, 0, sizeof(c));
+		c.seg_id = last;
+		c.selective = true;
+		do {
+			if (lmbox_write(store, lmbox_compact_seg_fn, &c) < 0)
+				break;
+			batches++;
+		} while (c.more && batches < LMBOX_AUTO_COMPACT_MAX_BATCHES);
 	}
+	store->env->compacting = false;
+	memcpy(store->errmsg, saved, sizeof(saved));
 }
 
 /* ------------------------------------------------------------------ stat */

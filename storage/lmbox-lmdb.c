@@ -138,8 +138,8 @@ void lmbox_maybe_grow_early(struct lmbox_store *store)
 		(void)lmbox_grow_map(store);
 }
 
-/* Size of the full-disk reserve (below) for a file using used bytes:
- * 1/16, within bounds. */
+/* Size of the full-disk reserve (below) for a file whose B-trees hold
+ * used bytes: 1/16, within bounds. */
 uint64_t lmbox_mdb_reserve_size(uint64_t used)
 {
 	uint64_t reserve;
@@ -155,8 +155,12 @@ uint64_t lmbox_mdb_reserve_size(uint64_t used)
 void lmbox_reserve_mdb_space(struct lmbox_store *store)
 {
 	struct lmbox_env *env = store->env;
-	uint64_t used = lmbox_map_used(env), reserve = lmbox_mdb_reserve_size(used);
+	uint64_t used = lmbox_map_used(env), reserve;
 	int fd;
+
+	/* sized by what the trees hold, not by the file's high-water mark:
+	 * a deletion rewrites at most the pages in use */
+	reserve = lmbox_mdb_reserve_size(lmbox_mdb_in_use_bytes(env));
 
 	if (used == 0 || used + reserve / 2 <= env->reserved_to)
 		return;
@@ -209,7 +213,9 @@ int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
 			if (rc != 0) {
 				ret = lmbox_set_mdb_error(store, rc, "%s: commit failed",
 							  store->mdb_path);
-				commit_nospace = rc == ENOSPC || rc == EDQUOT;
+				/* LMDB reports a short page write as EIO: on a
+				 * full disk that is what pwritev() gives */
+				commit_nospace = rc == ENOSPC || rc == EDQUOT || rc == EIO;
 			}
 		}
 		if (ctx.txn != NULL) {
@@ -245,6 +251,7 @@ int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
 	    (store->opts.flags & LMBOX_OPEN_DEFER_RECLAIM) == 0) {
 		lmbox_reclaim_run(store, ctx.reclaims, ctx.reclaim_count);
 		lmbox_auto_compact(store, ctx.reclaims, ctx.reclaim_count);
+		lmbox_densify_after_deletes(store);
 		/* the space just punched can hold the reserve again */
 		lmbox_reserve_mdb_space(store);
 	}

@@ -26,13 +26,13 @@
 #define LMBOX_ERRMSG_SIZE 1024
 /* Blocks kept allocated past the end of lmbox.mdb for deletions on a full
  * disk: 1/16 of what is used, within these bounds. */
-#define LMBOX_MDB_RESERVE_MIN (1024 * 1024)
+#define LMBOX_MDB_RESERVE_MIN (256 * 1024)
 #define LMBOX_MDB_RESERVE_MAX (32 * 1024 * 1024)
 /* Free LMDB pages are punched out (lmbox-trim.c) when lmbox.mdb holds more
  * blocks than its live pages + the front the last trim kept + max(this,
  * 1/4 of the live pages); the next trim waits until that much more is free
  * than the last one left, or until some time passed. */
-#define LMBOX_MDB_TRIM_MIN (512 * 1024)
+#define LMBOX_MDB_TRIM_MIN (128 * 1024)
 #define LMBOX_MDB_TRIM_RETRY_SECS 30
 
 /* One LMDB environment per store per process, shared by every
@@ -210,12 +210,22 @@ int64_t lmbox_now(void);
 /* lmbox-trim.c */
 /* Punch out the blocks of LMDB free pages no reader can see, if many. */
 void lmbox_mdb_trim(struct lmbox_store *store);
+/* Bytes of lmbox.mdb's pages that belong to a B-tree now (0 if unknown). */
+uint64_t lmbox_mdb_in_use_bytes(struct lmbox_env *env);
 /* Free the blocks kept past the end of lmbox.mdb; true if any were. */
 bool lmbox_release_mdb_reserve(struct lmbox_store *store);
 
 /* lmbox-compact.c */
 void lmbox_auto_compact(struct lmbox_store *store, const struct lmbox_reclaim_item *items,
 			unsigned int count);
+
+/* lmbox-densify.c */
+/* Rewrite the per-message B-trees that deletions left sparse; returns how
+ * many were rewritten, or an error. */
+int lmbox_densify(struct lmbox_store *store);
+/* The same after a commit that deleted: failures are left for next time
+ * and don't replace the store's last error. */
+void lmbox_densify_after_deletes(struct lmbox_store *store);
 
 /* lmbox-check.c */
 /* Rebuild the "blobs" index from the message records. */

@@ -333,8 +333,10 @@ int lmbox_store_reclaim(struct lmbox_store *store)
 			return ret;
 		if (count > 0) {
 			lmbox_reclaim_run(store, items, count);
-			if (pass == 0)
+			if (pass == 0) {
 				lmbox_auto_compact(store, items, count);
+				lmbox_densify_after_deletes(store);
+			}
 			lmbox_reserve_mdb_space(store);
 		}
 		free(items);

@@ -38,9 +38,6 @@
 #define LMBOX_MAIN_DBI 1
 /* at most this many free page numbers are read per trim */
 #define LMBOX_TRIM_MAX_PAGES (4u << 20)
-/* the front kept unpunched covers what any of this many latest commits
- * freed */
-#define LMBOX_TRIM_RECENT 4
 
 struct lmbox_oldest {
 	uint64_t oldest;
@@ -86,6 +83,24 @@ static int lmbox_pgno_cmp(const void *a, const void *b)
 	uint64_t pa = *(const uint64_t *)a, pb = *(const uint64_t *)b;
 
 	return pa < pb ? -1 : pa > pb ? 1 : 0;
+}
+
+/* Pages that belong to some B-tree (or are a meta page), as of txn. */
+static int lmbox_mdb_pages_in_use(struct lmbox_env *env, MDB_txn *txn, uint64_t *pages_r);
+
+uint64_t lmbox_mdb_in_use_bytes(struct lmbox_env *env)
+{
+	MDB_txn *txn;
+	MDB_stat mst;
+	uint64_t pages;
+	int ret;
+
+	if (mdb_env_stat(env->env, &mst) != 0 ||
+	    mdb_txn_begin(env->env, NULL, MDB_RDONLY, &txn) != 0)
+		return 0;
+	ret = lmbox_mdb_pages_in_use(env, txn, &pages);
+	mdb_txn_abort(txn);
+	return ret < 0 ? 0 : pages * mst.ms_psize;
 }
 
 /* Pages that belong to some B-tree (or are a meta page), as of txn. */
@@ -172,7 +187,7 @@ static void lmbox_punch_pages(int fd, unsigned int psize, const uint64_t *pgnos,
  * except the ones LMDB reuses first.  Called with the write lock held
  * (inside a write transaction).  Returns the bytes punched. */
 static int64_t lmbox_mdb_trim_locked(struct lmbox_store *store, int fd, unsigned int psize,
-				     uint64_t *keep_r)
+				     uint64_t in_use_bytes, uint64_t *keep_r)
 {
 	struct lmbox_env *env = store->env;
 	struct lmbox_oldest o = { UINT64_MAX, false };
@@ -204,22 +219,11 @@ static int64_t lmbox_mdb_trim_locked(struct lmbox_store *store, int fd, unsigned
 		goto out;
 	/* LMDB (0.9, no MDB_LIFORECLAIM) takes free pages from the records
 	 * in ascending txnid order: keep the first ones unpunched, as many
-	 * pages as the full-disk reserve or as the latest commits freed
-	 * (about what the next one writes: a deletion rewrites most leaves),
-	 * whichever is more.  Punching pages the next commit rewrites
-	 * anyway would only cost time. */
-	keep = lmbox_mdb_reserve_size((last_pgno + 1) * psize) / psize;
-	rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
-	for (int i = 0; rc == 0 && i < LMBOX_TRIM_RECENT; i++) {
-		size_t count;
-
-		if (v.mv_size >= sizeof(size_t)) {
-			memcpy(&count, v.mv_data, sizeof(count));
-			if (keep < count)
-				keep = count;
-		}
-		rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
-	}
+	 * pages as the full-disk reserve (a 16th of the pages in use, at
+	 * least 256 KiB).  The next commits write there without needing new
+	 * blocks, which is what lets a deletion commit on a full disk;
+	 * punching them would also only cost time. */
+	keep = lmbox_mdb_reserve_size(in_use_bytes) / 2 / psize;
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		size_t txnid, count;
@@ -313,7 +317,7 @@ void lmbox_mdb_trim(struct lmbox_store *store)
 		return;
 	if (mdb_txn_begin(env->env, NULL, 0, &txn) != 0)
 		return;
-	(void)lmbox_mdb_trim_locked(store, fd, mst.ms_psize, &env->trim_keep);
+	(void)lmbox_mdb_trim_locked(store, fd, mst.ms_psize, in_use, &env->trim_keep);
 	mdb_txn_abort(txn);
 	env->trim_time = now;
 	env->trim_excess = alloc - in_use;
