@@ -4,6 +4,7 @@
  * fork), the format version check, and the store-wide u64 values.
  */
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -175,6 +176,17 @@ static int lmbox_env_init_dbs_txn(struct lmbox_store *store, struct lmbox_env *e
 	int rc, ret = 0;
 
 	rc = mdb_txn_begin(env->env, NULL, write ? 0 : MDB_RDONLY, &txn);
+	for (int attempt = 0; rc == MDB_MAP_RESIZED && attempt < 3; attempt++) {
+		/* another process grew the map between our mdb_env_open() and
+		 * here (concurrent deliveries to one user): adopt its size */
+		MDB_envinfo info;
+
+		if ((rc = mdb_env_set_mapsize(env->env, 0)) != 0)
+			break;
+		if (mdb_env_info(env->env, &info) == 0)
+			env->map_size = info.me_mapsize;
+		rc = mdb_txn_begin(env->env, NULL, write ? 0 : MDB_RDONLY, &txn);
+	}
 	if (rc != 0)
 		return lmbox_set_mdb_error(store, rc, "%s: cannot begin transaction", store->mdb_path);
 	for (size_t i = 0; i < sizeof(lmbox_dbs) / sizeof(lmbox_dbs[0]); i++) {
@@ -292,6 +304,10 @@ static int lmbox_env_create(struct lmbox_store *store, bool create, struct lmbox
 					  store->mdb_path);
 		goto fail;
 	}
+	/* tests/fault/test-map-resized: stop here so that another process
+	 * can grow the map before our first transaction */
+	if (getenv("LMBOX_TEST_STOP_AFTER_ENV_OPEN") != NULL)
+		(void)raise(SIGSTOP);
 	if (stat(store->mdb_path, &st) < 0) {
 		ret = lmbox_set_errno(store, errno, "stat(%s) failed", store->mdb_path);
 		goto fail;
