@@ -5,7 +5,7 @@ set -e
 PKGS="build-essential autoconf automake libtool pkg-config \
 dovecot-core dovecot-dev dovecot-pop3d dovecot-imapd dovecot-lmtpd \
 liblmdb-dev lmdb-utils zlib1g-dev python3 curl mpop fetchmail postal \
-clang libclang-rt-14-dev valgrind debhelper lintian dpkg-dev debootstrap"
+clang libclang-rt-14-dev valgrind debhelper lintian dpkg-dev debootstrap gnuplot-nox"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' ||
