@@ -255,7 +255,9 @@ int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
 		/* the space just punched can hold the reserve again */
 		lmbox_reserve_mdb_space(store);
 	}
-	if (ret == 0)
+	/* the trim is space management too: with LMBOX_OPEN_DEFER_RECLAIM it
+	 * waits for lmbox_store_reclaim(), out of the commit's latency */
+	if (ret == 0 && (store->opts.flags & LMBOX_OPEN_DEFER_RECLAIM) == 0)
 		lmbox_mdb_trim(store);
 	lmbox_wctx_free(&ctx);
 	return ret;

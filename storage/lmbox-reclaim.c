@@ -343,5 +343,8 @@ int lmbox_store_reclaim(struct lmbox_store *store)
 		if (count == 0)
 			break;
 	}
+	/* what lmbox_write() leaves to us under LMBOX_OPEN_DEFER_RECLAIM */
+	if ((store->opts.flags & LMBOX_OPEN_DEFER_RECLAIM) != 0)
+		lmbox_mdb_trim(store);
 	return 0;
 }

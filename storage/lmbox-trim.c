@@ -183,6 +183,75 @@ static void lmbox_punch_pages(int fd, unsigned int psize, const uint64_t *pgnos,
 	}
 }
 
+/* A run of lmbox.mdb known to hold blocks: [start, end). */
+struct lmbox_data_run {
+	off_t start, end;
+};
+
+/* Does page pgno hold blocks (is it not a hole)?  *run caches the data
+ * run last found, so that ascending pages cost a SEEK_DATA and a
+ * SEEK_HOLE per run.  When unsure, true (the page is kept). */
+static bool lmbox_page_allocated(int fd, unsigned int psize, uint64_t pgno,
+				 struct lmbox_data_run *run)
+{
+	off_t pos = (off_t)(pgno * psize), data, hole;
+
+	if (pos >= run->start && pos < run->end)
+		return true;
+	data = lseek(fd, pos, SEEK_DATA);
+	if (data < 0)
+		return errno != ENXIO;
+	if (data >= pos + (off_t)psize) {
+		/* a hole up to data: remember nothing */
+		return false;
+	}
+	hole = lseek(fd, data, SEEK_HOLE);
+	if (hole < 0)
+		return true;
+	run->start = data;
+	run->end = hole;
+	return hole > pos;
+}
+
+/* Header+stored bytes of every live blob (the segment records), as of
+ * txn; 0 if they cannot be read. */
+static uint64_t lmbox_live_blob_bytes(struct lmbox_env *env, MDB_txn *txn)
+{
+	struct lmbox_seg_rec rec;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	uint64_t total = 0;
+	int rc;
+
+	if (mdb_cursor_open(txn, env->dbi_segs, &cur) != 0)
+		return 0;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (lmbox_seg_rec_decode(v.mv_data, v.mv_size, &rec) == 0)
+			total += rec.live_bytes;
+	}
+	mdb_cursor_close(cur);
+	return total;
+}
+
+/* Free pages at the front of the freelist that a trim leaves unpunched:
+ * half the full-disk reserve, or, when that is more, what one commit can
+ * rewrite (at most every page in use: a POP3 QUIT deleting 10% of a
+ * mailbox at random dirties nearly every leaf of msgs, uidls and blobs),
+ * up to 1/32 of the live message bytes.  A commit that lands on punched
+ * pages makes the file system allocate blocks again, which its fdatasync
+ * then waits for; so a front sized for a rewrite counts only pages that
+ * hold blocks (*blocks_r). */
+static uint64_t lmbox_mdb_trim_front(uint64_t in_use_bytes, uint64_t live_bytes,
+				     unsigned int psize, bool *blocks_r)
+{
+	uint64_t front = lmbox_mdb_reserve_size(in_use_bytes) / 2;
+	uint64_t rewrite = in_use_bytes < live_bytes / 32 ? in_use_bytes : live_bytes / 32;
+
+	*blocks_r = rewrite > front;
+	return (*blocks_r ? rewrite : front) / psize;
+}
+
 /* Punch the free pages of freelist records older than every reader,
  * except the ones LMDB reuses first.  Called with the write lock held
  * (inside a write transaction).  Returns the bytes punched. */
@@ -196,6 +265,8 @@ static int64_t lmbox_mdb_trim_locked(struct lmbox_store *store, int fd, unsigned
 	MDB_val k, v;
 	MDB_envinfo info;
 	uint64_t *pgnos = NULL, last_pgno, n = 0, alloc = 0, keep = 0, kept = 0;
+	struct lmbox_data_run run = { 0, 0 };
+	bool front_blocks;
 	int64_t punched = 0;
 	int rc, dead;
 
@@ -218,12 +289,13 @@ static int64_t lmbox_mdb_trim_locked(struct lmbox_store *store, int fd, unsigned
 	if (mdb_cursor_open(rtxn, LMBOX_FREE_DBI, &cur) != 0)
 		goto out;
 	/* LMDB (0.9, no MDB_LIFORECLAIM) takes free pages from the records
-	 * in ascending txnid order: keep the first ones unpunched, as many
-	 * pages as the full-disk reserve (a 16th of the pages in use, at
-	 * least 256 KiB).  The next commits write there without needing new
-	 * blocks, which is what lets a deletion commit on a full disk;
-	 * punching them would also only cost time. */
-	keep = lmbox_mdb_reserve_size(in_use_bytes) / 2 / psize;
+	 * in ascending txnid order: keep the first ones unpunched
+	 * (lmbox_mdb_trim_front: at least half the full-disk reserve, up to
+	 * what one commit rewrites).  The next commits write there without
+	 * needing new blocks, which is what lets a deletion commit on a full
+	 * disk; punching them would also only cost time. */
+	keep = lmbox_mdb_trim_front(in_use_bytes, lmbox_live_blob_bytes(env, rtxn), psize,
+				    &front_blocks);
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		size_t txnid, count;
@@ -242,21 +314,24 @@ static int64_t lmbox_mdb_trim_locked(struct lmbox_store *store, int fd, unsigned
 			break;
 		if (kept < keep) {
 			/* the front, which LMDB reuses first: a whole record
-			 * is merged, then its lowest page numbers go first */
-			uint64_t first = n;
+			 * is merged, then its lowest page numbers go first.
+			 * In a front sized for a rewrite only pages that hold
+			 * blocks count: a hole there (punched before) saves
+			 * the next commit nothing, so the front reaches on
+			 * to later records until it holds keep pages of
+			 * blocks. */
+			uint64_t first = n, i;
 
 			if (lmbox_idl_append(&v, count, last_pgno, &pgnos, &n, &alloc) < 0)
 				goto out;
 			qsort(pgnos + first, count, sizeof(*pgnos), lmbox_pgno_cmp);
-			if (kept + count <= keep) {
-				n = first;
-				kept += count;
-				continue;
+			for (i = first; i < n && kept < keep; i++) {
+				if (!front_blocks ||
+				    lmbox_page_allocated(fd, psize, pgnos[i], &run))
+					kept++;
 			}
-			memmove(pgnos + first, pgnos + first + (keep - kept),
-				(count - (keep - kept)) * sizeof(*pgnos));
-			n -= keep - kept;
-			kept = keep;
+			memmove(pgnos + first, pgnos + i, (n - i) * sizeof(*pgnos));
+			n -= i - first;
 			continue;
 		}
 		if (lmbox_idl_append(&v, count, last_pgno, &pgnos, &n, &alloc) < 0)
