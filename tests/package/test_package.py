@@ -118,6 +118,25 @@ def conf_size(v):
     return int(m.group(1)) * units[m.group(2).lower()]
 
 
+def snippet_settings(t, snippet):
+    """The snippet's commented lmbox_* settings (returned, name -> value):
+    exactly the ones the code reads (test hooks stay undocumented), each
+    with the source's default."""
+    names, defs = source_defaults()
+    names = {n for n in names if "_test_" not in n}
+    vals = dict(re.findall(r"^\s*#(lmbox_[a-z0-9_]+) = (.+?)\s*$", snippet, re.M))
+    t.eq(sorted(names - set(vals)), [], "settings the code reads but the snippet lacks")
+    t.eq(sorted(n for n in set(vals) - names if not n.startswith("lmbox_pop3_")), [],
+         "settings in the snippet that no code reads")
+    for key, dname in (("lmbox_map_initial", "map_initial"), ("lmbox_map_max", "map_max"),
+                       ("lmbox_segment_max", "segment_max")):
+        t.eq(conf_size(vals[key]), defs[dname], key)
+    t.eq(int(vals["lmbox_compress_level"]), defs["compress_level"], "lmbox_compress_level")
+    t.eq(int(vals["lmbox_max_readers"]), defs["max_readers"], "lmbox_max_readers")
+    t.eq(vals.get("lmbox_log_body_opens"), "no", "lmbox_log_body_opens")
+    return vals
+
+
 def tree_digest(root):
     """path -> (mode, size, sha256) of every file under root."""
     out = {}
@@ -274,18 +293,7 @@ def body(t, work, out, state):
         else:
             t.check(re.search(r"^#mail_plugins = \$mail_plugins lmbox$", snippet, re.M), "mail_plugins line")
             t.check(re.search(r"^#mail_location = lmbox:~/lmbox$", snippet, re.M), "mail_location line")
-            names, defs = source_defaults()
-            names = {n for n in names if "_test_" not in n}   # test hooks stay undocumented
-            vals = dict(re.findall(r"^\s*#(lmbox_[a-z0-9_]+) = (.+?)\s*$", snippet, re.M))
-            t.eq(sorted(names - set(vals)), [], "settings the code reads but the snippet lacks")
-            t.eq(sorted(n for n in set(vals) - names if not n.startswith("lmbox_pop3_")), [],
-                 "settings in the snippet that no code reads")
-            for key, dname in (("lmbox_map_initial", "map_initial"), ("lmbox_map_max", "map_max"),
-                               ("lmbox_segment_max", "segment_max")):
-                t.eq(conf_size(vals[key]), defs[dname], key)
-            t.eq(int(vals["lmbox_compress_level"]), defs["compress_level"], "lmbox_compress_level")
-            t.eq(int(vals["lmbox_max_readers"]), defs["max_readers"], "lmbox_max_readers")
-            t.eq(vals.get("lmbox_log_body_opens"), "no", "lmbox_log_body_opens")
+            vals = snippet_settings(t, snippet)
             on = re.sub(r"^(\s*)#((?:mail_plugins|mail_location|lmbox_[a-z0-9_]+) = )", r"\1\2",
                         snippet, flags=re.M)
             on = re.sub(r"^#(protocol pop3 \{|\}$)", r"\1", on, flags=re.M)
@@ -391,18 +399,7 @@ def conf_snippet24(t, work, state, snippet):
     t.check(re.search(r"^#mail_plugins \{\n#  lmbox = yes\n#\}$", snippet, re.M), "mail_plugins block")
     t.check(re.search(r"^#mail_driver = lmbox$", snippet, re.M), "mail_driver line")
     t.check(re.search(r"^#mail_path = ~/lmbox$", snippet, re.M), "mail_path line")
-    names, defs = source_defaults()
-    names = {n for n in names if "_test_" not in n}
-    vals = dict(re.findall(r"^\s*#(lmbox_[a-z0-9_]+) = (.+?)\s*$", snippet, re.M))
-    t.eq(sorted(names - set(vals)), [], "settings the code reads but the snippet lacks")
-    t.eq(sorted(n for n in set(vals) - names if not n.startswith("lmbox_pop3_")), [],
-         "settings in the snippet that no code reads")
-    for key, dname in (("lmbox_map_initial", "map_initial"), ("lmbox_map_max", "map_max"),
-                       ("lmbox_segment_max", "segment_max")):
-        t.eq(conf_size(vals[key]), defs[dname], key)
-    t.eq(int(vals["lmbox_compress_level"]), defs["compress_level"], "lmbox_compress_level")
-    t.eq(int(vals["lmbox_max_readers"]), defs["max_readers"], "lmbox_max_readers")
-    t.eq(vals.get("lmbox_log_body_opens"), "no", "lmbox_log_body_opens")
+    vals = snippet_settings(t, snippet)
     # uncomment every line that is commented configuration (not prose)
     on = re.sub(r"^#((?:mail_driver|mail_path|lmbox_[a-z0-9_]+) = )", r"\1", snippet, flags=re.M)
     on = re.sub(r"^#((?:mail_plugins|protocol pop3) \{|\s+(?:mail_plugins \{|[a-z0-9_]+ = yes|\})|\})$",
