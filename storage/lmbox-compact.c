@@ -40,8 +40,6 @@ struct lmbox_msg_ref {
 	uint64_t offset, len;
 };
 
-#define LMBOX_BLOCK 4096
-
 /* Selective compaction.  refs are the live blobs of one segment in offset
  * order; a cluster is a run of them that share file-system blocks (each
  * starts in the block where the previous one ends), so that punching can
@@ -59,21 +57,21 @@ static unsigned int lmbox_compact_pick(struct lmbox_msg_ref *refs, unsigned int 
 	unsigned int n = 0, start = 0;
 
 	while (start < count) {
-		uint64_t first = refs[start].offset / LMBOX_BLOCK, last, bytes = 0, blocks;
+		uint64_t first = refs[start].offset / LMBOX_PUNCH_ALIGN, last, bytes = 0, blocks;
 		unsigned int end = start;
 
-		last = (refs[start].offset + refs[start].len - 1) / LMBOX_BLOCK;
+		last = (refs[start].offset + refs[start].len - 1) / LMBOX_PUNCH_ALIGN;
 		bytes = refs[start].len;
-		for (end = start + 1; end < count && refs[end].offset / LMBOX_BLOCK <= last; end++) {
-			last = (refs[end].offset + refs[end].len - 1) / LMBOX_BLOCK;
+		for (end = start + 1; end < count && refs[end].offset / LMBOX_PUNCH_ALIGN <= last; end++) {
+			last = (refs[end].offset + refs[end].len - 1) / LMBOX_PUNCH_ALIGN;
 			bytes += refs[end].len;
 		}
 		blocks = last - first + 1;
 		if (first == 0 && blocks > 0)
 			blocks--;
-		if (last == tail / LMBOX_BLOCK && blocks > 0)
+		if (last == tail / LMBOX_PUNCH_ALIGN && blocks > 0)
 			blocks--;
-		if (blocks * LMBOX_BLOCK * 8 >= bytes * 9) {
+		if (blocks * LMBOX_PUNCH_ALIGN * 8 >= bytes * 9) {
 			for (unsigned int i = start; i < end; i++)
 				refs[n++] = refs[i];
 		}

@@ -24,6 +24,9 @@
 #define LMBOX_RAW_KEEP_MAX (256 * 1024)
 #define LMBOX_IO_CHUNK (64 * 1024)
 #define LMBOX_ERRMSG_SIZE 1024
+/* Hole punching frees whole blocks of this size (lmbox-reclaim.c); the
+ * auto-compaction's choice of what to move counts in them too. */
+#define LMBOX_PUNCH_ALIGN 4096
 /* Blocks kept allocated past the end of lmbox.mdb for deletions on a full
  * disk: 1/16 of what is used, within these bounds. */
 #define LMBOX_MDB_RESERVE_MIN (256 * 1024)

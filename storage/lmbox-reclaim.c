@@ -16,8 +16,6 @@
 
 #include "lmbox-private.h"
 
-#define LMBOX_PUNCH_ALIGN 4096
-
 struct lmbox_punch {
 	uint32_t seg_id;
 	uint64_t start, end;
