@@ -308,14 +308,17 @@ static int lmbox_env_create(struct lmbox_store *store, bool create, struct lmbox
 	 * can grow the map before our first transaction */
 	if (getenv("LMBOX_TEST_STOP_AFTER_ENV_OPEN") != NULL)
 		(void)raise(SIGSTOP);
+	/* the last page first, then the file's size: another process may
+	 * commit in between, and the file only grows (read the other way
+	 * round, a commit in between looked like a truncated file) */
+	mdb_env_info(env->env, &info);
+	env->map_size = info.me_mapsize;
 	if (stat(store->mdb_path, &st) < 0) {
 		ret = lmbox_set_errno(store, errno, "stat(%s) failed", store->mdb_path);
 		goto fail;
 	}
 	env->dev = st.st_dev;
 	env->ino = st.st_ino;
-	mdb_env_info(env->env, &info);
-	env->map_size = info.me_mapsize;
 	/* LMDB would fault (SIGBUS) reading pages past the end of a
 	 * truncated file: refuse it here */
 	if (mdb_env_stat(env->env, &mst) == 0 &&
