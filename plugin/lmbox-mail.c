@@ -65,12 +65,12 @@ static int lmbox_mail_load(struct lmbox_mail *mail)
 {
 	struct mail *_mail = &mail->imail.mail.mail;
 	struct lmbox_mailbox *mbox = LMBOX_MAILBOX(_mail->box);
-	struct lmbox_msg_meta meta;
 	int ret;
 
 	if (mail->meta_loaded && mail->meta_uid == _mail->uid)
 		return 0;
-	ret = lmbox_meta_lookup(mbox, _mail->uid, &meta);
+	mail->meta_loaded = FALSE;
+	ret = lmbox_meta_lookup(mbox, _mail->uid, &mail->meta);
 	if (ret < 0)
 		return -1;
 	if (ret == 0) {
@@ -81,10 +81,9 @@ static int lmbox_mail_load(struct lmbox_mail *mail)
 	   when asked for, and the sizes are left out of index_mail's data,
 	   whose close would otherwise offer them to the cache file (or the
 	   index's vsize extension) for every message. */
-	meta.uidl = NULL;
-	meta.keywords = NULL;
-	meta.kw_count = 0;
-	mail->meta = meta;
+	mail->meta.uidl = NULL;
+	mail->meta.keywords = NULL;
+	mail->meta.kw_count = 0;
 	mail->uidl = NULL;
 	mail->meta_uid = _mail->uid;
 	mail->meta_loaded = TRUE;

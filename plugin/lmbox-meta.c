@@ -53,6 +53,8 @@ static int lmbox_meta_cache_build(struct lmbox_mailbox *mbox)
 	}
 	if ((ret = lmbox_msg_iter_init(reader, mbox->folder_id, 1, &iter)) < 0)
 		goto failed;
+	/* every UIDL is copied at once: no need for the reader's copy */
+	lmbox_msg_iter_set_borrow(iter);
 	mbox->meta_pool = pool_alloconly_create("lmbox meta cache",
 						16 + info.count * 20);
 	i_array_init(&mbox->meta_cache, info.count + 1);

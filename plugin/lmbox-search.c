@@ -79,6 +79,25 @@ static bool lmbox_search_is_all(struct index_search_context *ctx)
 	}
 }
 
+/* The fields lmbox's mail answers from the store's metadata or the index,
+   without opening or parsing the message. */
+#define LMBOX_METADATA_FIELDS \
+	(MAIL_FETCH_FLAGS | MAIL_FETCH_RECEIVED_DATE | MAIL_FETCH_SAVE_DATE | \
+	 MAIL_FETCH_PHYSICAL_SIZE | MAIL_FETCH_VIRTUAL_SIZE | \
+	 MAIL_FETCH_UIDL_BACKEND | MAIL_FETCH_POP3_ORDER | MAIL_FETCH_GUID)
+
+/* Nothing for index_mail_update_access_parts_pre/post() to do: they only
+   decide, from wanted fields outside LMBOX_METADATA_FIELDS (parts,
+   envelope, body structure, streams, ...), which parts the message must be
+   parsed or read for, and open it when some are. */
+static bool lmbox_search_metadata_only(struct index_mail *imail)
+{
+	return (imail->data.wanted_fields & ~LMBOX_METADATA_FIELDS) == 0 &&
+		imail->data.wanted_headers == NULL &&
+		imail->data.access_part == 0 &&
+		!imail->mail.mail.saving;
+}
+
 bool lmbox_search_next_nonblock(struct mail_search_context *_ctx,
 				struct mail **mail_r, bool *tryagain_r)
 {
@@ -104,9 +123,12 @@ bool lmbox_search_next_nonblock(struct mail_search_context *_ctx,
 		mail = array_idx_elem(&_ctx->mails, 0);
 	}
 	mail_set_seq(mail, _ctx->seq);
-	/* what the generic search does once a message matched */
-	index_mail_update_access_parts_pre(mail);
-	index_mail_update_access_parts_post(mail);
+	/* what the generic search does once a message matched; nothing
+	   when only metadata is wanted (the walks) */
+	if (!lmbox_search_metadata_only(INDEX_MAIL(mail))) {
+		index_mail_update_access_parts_pre(mail);
+		index_mail_update_access_parts_post(mail);
+	}
 	*mail_r = mail;
 	return TRUE;
 }

@@ -74,11 +74,27 @@ int lmbox_u64_decode(const void *buf, size_t len, uint64_t *value_r)
 	return 0;
 }
 
+/* Every byte 0x21..0x7e.  Eight bytes at a time (every login's walk checks
+   every UIDL): with ONES = 0x0101..01 and HIGH = 0x8080..80,
+   (x - 0x21 * ONES) & ~x & HIGH is nonzero iff some byte is below 0x21, and
+   ((x + 1 * ONES) | x) & HIGH iff some byte is above 0x7e (the bytes of a
+   word are independent up to the first offending one, which is all a
+   yes/no answer needs). */
 int lmbox_uidl_valid(const char *s, size_t len)
 {
+	const uint64_t ones = 0x0101010101010101ULL;
+	const uint64_t high = 0x8080808080808080ULL;
+	size_t i = 0;
+	uint64_t x;
+
 	if (len < 1 || len > LMBOX_MAX_UIDL_LEN)
 		return 0;
-	for (size_t i = 0; i < len; i++) {
+	for (; i + 8 <= len; i += 8) {
+		memcpy(&x, s + i, 8);
+		if ((((x - 0x21 * ones) & ~x) | ((x + ones) | x)) & high)
+			return 0;
+	}
+	for (; i < len; i++) {
 		if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
 			return 0;
 	}

@@ -222,6 +222,7 @@ struct lmbox_msg_iter {
 	uint32_t last_uid;
 	unsigned int corrupt;   /* malformed records skipped */
 	bool started, done;
+	bool borrow;            /* hand out pointers into the map */
 };
 
 int lmbox_msg_iter_init(struct lmbox_reader *reader, uint32_t folder_id,
@@ -320,9 +321,14 @@ next:
 	meta_r->folder_id = fid;
 	meta_r->uid = uid;
 	iter->last_uid = uid;
-	if ((rc = lmbox_reader_own_meta(iter->reader, meta_r)) < 0)
+	if (!iter->borrow && (rc = lmbox_reader_own_meta(iter->reader, meta_r)) < 0)
 		return rc;
 	return 1;
+}
+
+void lmbox_msg_iter_set_borrow(struct lmbox_msg_iter *iter)
+{
+	iter->borrow = true;
 }
 
 unsigned int lmbox_msg_iter_corrupt(const struct lmbox_msg_iter *iter)

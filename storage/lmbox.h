@@ -298,6 +298,11 @@ int lmbox_msg_iter_next(struct lmbox_msg_iter *iter, struct lmbox_msg_meta *meta
 /* Number of malformed message records the iteration skipped so far.
  * Callers report them (e.g. to the log); `lmbox check` lists them. */
 unsigned int lmbox_msg_iter_corrupt(const struct lmbox_msg_iter *iter);
+/* From now on meta_r's uidl and keywords point into the snapshot's map
+ * instead of the reader's arena: valid only until the next call into the
+ * store (another process growing the map makes the next reader remap it).
+ * Saves the copy for walks that copy at once what they keep. */
+void lmbox_msg_iter_set_borrow(struct lmbox_msg_iter *iter);
 void lmbox_msg_iter_deinit(struct lmbox_msg_iter **iter);
 
 /* ----------------------------------------------------------------- bodies */
