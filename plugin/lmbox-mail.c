@@ -26,11 +26,13 @@
 struct lmbox_mail {
 	struct index_mail imail;
 
-	/* scalar metadata of the message (pointer fields cleared) */
+	/* metadata of the message: keywords cleared, uidl valid only while
+	   the mailbox's meta_gen is still meta_gen */
 	struct lmbox_msg_meta meta;
 	/* UIDL copied into the data pool, once asked for */
 	const char *uidl;
 	uint32_t meta_uid;
+	unsigned int meta_gen;
 	bool meta_loaded;
 };
 
@@ -81,7 +83,7 @@ static int lmbox_mail_load(struct lmbox_mail *mail)
 	   when asked for, and the sizes are left out of index_mail's data,
 	   whose close would otherwise offer them to the cache file (or the
 	   index's vsize extension) for every message. */
-	mail->meta.uidl = NULL;
+	mail->meta_gen = mbox->meta_gen;
 	mail->meta.keywords = NULL;
 	mail->meta.kw_count = 0;
 	mail->uidl = NULL;
@@ -99,6 +101,12 @@ static int lmbox_mail_get_uidl(struct lmbox_mail *mail, const char **uidl_r)
 
 	if (lmbox_mail_load(mail) < 0)
 		return -1;
+	if (mail->uidl == NULL &&
+	    mail->meta_gen == LMBOX_MAILBOX(_mail->box)->meta_gen) {
+		/* the lookup's string is still there */
+		mail->uidl = p_strdup(mail->imail.mail.data_pool,
+				      mail->meta.uidl);
+	}
 	if (mail->uidl == NULL) {
 		/* the dense array's hint makes this O(1) in a walk */
 		ret = lmbox_meta_lookup(LMBOX_MAILBOX(_mail->box), _mail->uid,

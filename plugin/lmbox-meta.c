@@ -30,6 +30,7 @@ void lmbox_meta_cache_clear(struct lmbox_mailbox *mbox)
 	if (array_is_created(&mbox->meta_cache))
 		array_free(&mbox->meta_cache);
 	pool_unref(&mbox->meta_pool);
+	mbox->meta_gen++;
 	mbox->meta_lookups = 0;
 	mbox->meta_hint = 0;
 }

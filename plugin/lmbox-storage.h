@@ -62,6 +62,9 @@ struct lmbox_mailbox {
 	ARRAY(struct lmbox_msg_meta) meta_cache;
 	pool_t meta_pool;
 	unsigned int meta_lookups, meta_hint;
+	/* changes whenever the strings lookups handed out (dense array or
+	   reader arena) may be gone */
+	unsigned int meta_gen;
 };
 
 #define LMBOX_STORAGE(s) (container_of(s, struct lmbox_storage, storage))
