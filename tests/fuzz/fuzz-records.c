@@ -102,7 +102,14 @@ static void fuzz_fixed(uint8_t which, const uint8_t *data, size_t size)
 		(void)lmbox_reclaim_key_decode(data, size, &a32, &a64);
 		(void)lmbox_u32_decode(data, size, &a32);
 		(void)lmbox_u64_decode(data, size, &a64);
-		(void)lmbox_uidl_valid((const char *)data, size);
+		{
+			/* the word-at-a-time check answers as the byte rule */
+			int valid = size >= 1 && size <= LMBOX_MAX_UIDL_LEN;
+
+			for (size_t i = 0; i < size && valid; i++)
+				valid = data[i] >= 0x21 && data[i] <= 0x7e;
+			CHECK(lmbox_uidl_valid((const char *)data, size) == valid);
+		}
 		break;
 	}
 }

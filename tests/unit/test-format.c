@@ -197,5 +197,30 @@ int main(void)
 	CHECK(!lmbox_uidl_valid("a c", 3));
 	CHECK(!lmbox_uidl_valid("", 0));
 	CHECK(!lmbox_uidl_valid("\x7f", 1));
+	/* the word-at-a-time check against the byte rule: every length, every
+	   position, every byte value in a UIDL of otherwise valid bytes */
+	{
+		char u[LMBOX_MAX_UIDL_LEN + 1];
+		unsigned int bad = 0;
+
+		for (size_t len = 1; len <= LMBOX_MAX_UIDL_LEN + 1; len++) {
+			for (size_t i = 0; i < len; i++)
+				u[i] = (char)(0x21 + (i * 7) % 94);
+			if (lmbox_uidl_valid(u, len) != (len <= LMBOX_MAX_UIDL_LEN))
+				bad++;
+			for (size_t pos = 0; pos < len; pos++) {
+				char keep = u[pos];
+
+				for (unsigned int c = 0; c < 256; c++) {
+					u[pos] = (char)c;
+					if (lmbox_uidl_valid(u, len) !=
+					    (len <= LMBOX_MAX_UIDL_LEN && c >= 0x21 && c <= 0x7e))
+						bad++;
+				}
+				u[pos] = keep;
+			}
+		}
+		CHECK(bad == 0);
+	}
 	return test_exit();
 }

@@ -507,6 +507,33 @@ static void test_abort_and_iter(struct lmbox_store *store)
 	CHECK(n == 20);
 	lmbox_msg_iter_deinit(&iter);
 	CHECK(iter == NULL);
+
+	/* a borrowing iteration hands out the same messages and strings */
+	{
+		struct lmbox_msg_iter *biter;
+		struct lmbox_msg_meta bmeta;
+		int bret;
+
+		CHECK_OK(store, lmbox_msg_iter_init(reader, f, 1, &iter));
+		CHECK_OK(store, lmbox_msg_iter_init(reader, f, 1, &biter));
+		lmbox_msg_iter_set_borrow(biter);
+		n = 0;
+		while ((ret = lmbox_msg_iter_next(iter, &meta)) > 0) {
+			bret = lmbox_msg_iter_next(biter, &bmeta);
+			CHECK(bret == 1);
+			CHECK(bmeta.uid == meta.uid && bmeta.folder_id == f &&
+			      bmeta.virt_size == meta.virt_size &&
+			      bmeta.seg_offset == meta.seg_offset &&
+			      strcmp(bmeta.uidl, meta.uidl) == 0 &&
+			      bmeta.kw_count == meta.kw_count);
+			n++;
+		}
+		CHECK_OK(store, ret);
+		CHECK(n == 25);
+		CHECK(lmbox_msg_iter_next(biter, &bmeta) == 0);
+		lmbox_msg_iter_deinit(&biter);
+		lmbox_msg_iter_deinit(&iter);
+	}
 	CHECK_OK(store, lmbox_reader_folder(reader, f, &after));
 	CHECK(after.count == 25 && after.next_uid == 51);
 	lmbox_reader_end(&reader);
