@@ -65,6 +65,9 @@ struct lmbox_mailbox {
 	/* changes whenever the strings lookups handed out (dense array or
 	   reader arena) may be gone */
 	unsigned int meta_gen;
+	/* a set_seq of this mailbox's mails allocated from the data stack:
+	   searches use mail_set_seq()'s frame (lmbox-search.c) */
+	bool set_seq_framed;
 };
 
 #define LMBOX_STORAGE(s) (container_of(s, struct lmbox_storage, storage))
