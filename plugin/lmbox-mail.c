@@ -96,9 +96,20 @@ static int lmbox_mail_load(struct lmbox_mail *mail)
 static int lmbox_mail_get_uidl(struct lmbox_mail *mail, const char **uidl_r)
 {
 	struct mail *_mail = &mail->imail.mail.mail;
+	const struct lmbox_msg_meta *dense;
 	struct lmbox_msg_meta meta;
 	int ret;
 
+	if (mail->uidl == NULL &&
+	    (dense = lmbox_meta_dense_find(LMBOX_MAILBOX(_mail->box),
+					   _mail->uid)) != NULL) {
+		/* UIDL's walk: straight from the dense array */
+		mail->uidl = p_strdup(mail->imail.mail.data_pool, dense->uidl);
+	}
+	if (mail->uidl != NULL) {
+		*uidl_r = mail->uidl;
+		return 0;
+	}
 	if (lmbox_mail_load(mail) < 0)
 		return -1;
 	if (mail->uidl == NULL &&
@@ -158,9 +169,16 @@ static int lmbox_mail_get_save_date(struct mail *_mail, time_t *date_r)
 static int lmbox_mail_get_virtual_size(struct mail *_mail, uoff_t *size_r)
 {
 	struct lmbox_mail *mail = LMBOX_MAIL(_mail);
+	const struct lmbox_msg_meta *dense;
 
 	if (_mail->saving)
 		return index_mail_get_virtual_size(_mail, size_r);
+	if ((dense = lmbox_meta_dense_find(LMBOX_MAILBOX(_mail->box),
+					   _mail->uid)) != NULL) {
+		/* the login walk's and LIST's case: no copy into the mail */
+		*size_r = dense->virt_size;
+		return 0;
+	}
 	if (lmbox_mail_load(mail) < 0)
 		return -1;
 	*size_r = mail->meta.virt_size;

@@ -76,11 +76,36 @@ failed:
 	return -1;
 }
 
-int lmbox_meta_lookup(struct lmbox_mailbox *mbox, uint32_t uid,
-		      struct lmbox_msg_meta *meta_r)
+const struct lmbox_msg_meta *
+lmbox_meta_dense_find(struct lmbox_mailbox *mbox, uint32_t uid)
 {
 	const struct lmbox_msg_meta *meta, *metas;
 	unsigned int i, count;
+
+	if (!array_is_created(&mbox->meta_cache))
+		return NULL;
+	metas = array_get(&mbox->meta_cache, &count);
+	/* walks go in UID order: try right after the last hit */
+	i = mbox->meta_hint;
+	if (i < count && metas[i].uid == uid)
+		meta = &metas[i];
+	else if (i + 1 < count && metas[i + 1].uid == uid)
+		meta = &metas[++i];
+	else {
+		meta = array_bsearch(&mbox->meta_cache, &uid,
+				     lmbox_meta_uid_cmp);
+		if (meta == NULL)
+			return NULL;
+		i = meta - metas;
+	}
+	mbox->meta_hint = i;
+	return meta;
+}
+
+int lmbox_meta_lookup(struct lmbox_mailbox *mbox, uint32_t uid,
+		      struct lmbox_msg_meta *meta_r)
+{
+	const struct lmbox_msg_meta *meta;
 
 	if (!array_is_created(&mbox->meta_cache) &&
 	    mbox->meta_lookups != UINT_MAX &&
@@ -88,27 +113,11 @@ int lmbox_meta_lookup(struct lmbox_mailbox *mbox, uint32_t uid,
 		if (lmbox_meta_cache_build(mbox) < 0)
 			return -1;
 	}
-	if (array_is_created(&mbox->meta_cache)) {
-		metas = array_get(&mbox->meta_cache, &count);
-		/* walks go in UID order: try right after the last hit */
-		i = mbox->meta_hint;
-		if (i < count && metas[i].uid == uid)
-			meta = &metas[i];
-		else if (i + 1 < count && metas[i + 1].uid == uid)
-			meta = &metas[++i];
-		else {
-			meta = array_bsearch(&mbox->meta_cache, &uid,
-					     lmbox_meta_uid_cmp);
-			if (meta != NULL)
-				i = meta - metas;
-		}
-		if (meta != NULL) {
-			mbox->meta_hint = i;
-			*meta_r = *meta;
-			return 1;
-		}
-		/* newer than the snapshot (saved since): look it up in a
-		   fresh one */
+	if ((meta = lmbox_meta_dense_find(mbox, uid)) != NULL) {
+		*meta_r = *meta;
+		return 1;
 	}
+	/* no dense array, or newer than the snapshot (saved since): look it
+	   up in a fresh one */
 	return lmbox_mailbox_msg_lookup(mbox, uid, meta_r);
 }

@@ -115,6 +115,10 @@ int lmbox_read_index_header(struct lmbox_mailbox *mbox,
    a dense copy of the snapshot during walks. */
 int lmbox_meta_lookup(struct lmbox_mailbox *mbox, uint32_t uid,
 		      struct lmbox_msg_meta *meta_r);
+/* The dense array's entry of uid (valid until meta_gen changes), or NULL
+   when there is no dense array or uid is not in it. */
+const struct lmbox_msg_meta *
+lmbox_meta_dense_find(struct lmbox_mailbox *mbox, uint32_t uid);
 void lmbox_meta_cache_clear(struct lmbox_mailbox *mbox);
 
 /* lmbox-mail.c */
