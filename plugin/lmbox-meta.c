@@ -18,6 +18,8 @@
 /* ~130 bytes a message: bounded well below Dovecot's default 256 MB
    vsz_limit; larger folders are answered by lookups */
 #define LMBOX_META_DENSE_MAX 250000
+/* the dense array's UIDLs are copied into blocks of this size */
+#define LMBOX_META_UIDL_BLOCK (64 * 1024)
 
 static int lmbox_meta_uid_cmp(const uint32_t *uid,
 			      const struct lmbox_msg_meta *meta)
@@ -41,6 +43,8 @@ static int lmbox_meta_cache_build(struct lmbox_mailbox *mbox)
 	struct lmbox_msg_iter *iter;
 	struct lmbox_msg_meta meta;
 	struct lmbox_folder_info info;
+	char *uidls = NULL;
+	size_t len, left = 0;
 	int ret;
 
 	if ((reader = lmbox_mailbox_get_reader(mbox)) == NULL)
@@ -57,10 +61,19 @@ static int lmbox_meta_cache_build(struct lmbox_mailbox *mbox)
 	/* every UIDL is copied at once: no need for the reader's copy */
 	lmbox_msg_iter_set_borrow(iter);
 	mbox->meta_pool = pool_alloconly_create("lmbox meta cache",
-						16 + info.count * 20);
+						LMBOX_META_UIDL_BLOCK + 256);
 	i_array_init(&mbox->meta_cache, info.count + 1);
 	while ((ret = lmbox_msg_iter_next(iter, &meta)) > 0) {
-		meta.uidl = p_strdup(mbox->meta_pool, meta.uidl);
+		/* the UIDLs back to back in large blocks of the pool */
+		len = strlen(meta.uidl) + 1;
+		if (len > left) {
+			left = I_MAX(len, LMBOX_META_UIDL_BLOCK);
+			uidls = p_malloc(mbox->meta_pool, left);
+		}
+		memcpy(uidls, meta.uidl, len);
+		meta.uidl = uidls;
+		uidls += len;
+		left -= len;
 		meta.keywords = NULL;
 		meta.kw_count = 0;
 		array_push_back(&mbox->meta_cache, &meta);
