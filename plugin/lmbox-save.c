@@ -386,6 +386,13 @@ int lmbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
 		return 0;
 	}
 
+	/* Bodies to their segments and synced before any lock: concurrent
+	   deliveries do this in parallel (lmbox_txn_prepare). */
+	if ((ret = lmbox_txn_prepare(ctx->txn)) < 0) {
+		lmbox_storage_set_error(box->storage, ret, "writing messages");
+		goto failed;
+	}
+
 	/* Take the index sync lock with an index that holds every store
 	   message, so that the store's new UIDs come after the index's. */
 	for (i = 0;; i++) {

@@ -104,6 +104,18 @@ struct lmbox_wseg {
 	bool deleted;
 };
 
+/* A segment a transaction holds the append claim of: an exclusive flock on
+ * an fd of its own (lmbox-segment.c, "claims").  Only a claim holder writes
+ * at a segment's tail, moves the tail or seals it; the claim is released
+ * (the fd closed) only after the commit that records what was written. */
+struct lmbox_claim {
+	uint32_t seg_id;
+	int fd;
+	uint64_t end;             /* where the next prepared blob goes */
+	bool dirty;               /* written since the last fdatasync */
+	bool full;                /* the next blob did not fit: seal at commit */
+};
+
 /* State of one attempt of a write transaction.  Everything in it is rebuilt
  * when the attempt is retried after growing the map. */
 struct lmbox_wctx {
@@ -140,6 +152,9 @@ struct lmbox_pending {
 	uint32_t checksum;
 	unsigned char *data;
 	int spill_fd;
+	/* where lmbox_txn_prepare() wrote the blob (pre_seg 0 = not yet) */
+	uint32_t pre_seg;
+	uint64_t pre_offset;
 };
 
 enum lmbox_op_type {
@@ -175,6 +190,9 @@ struct lmbox_txn {
 	/* UID assignment per folder during a commit (lmbox-txn.c) */
 	struct lmbox_uid_plan *uid_plans;
 	unsigned int uid_plan_count, uid_plan_alloc;
+	/* segments claimed by lmbox_txn_prepare(), held until the end */
+	struct lmbox_claim *claims;
+	unsigned int claim_count, claim_alloc;
 	/* filled by the commit */
 	uint32_t *uids;
 	unsigned int expunged;
@@ -273,8 +291,27 @@ int lmbox_reclaim_forget_done(struct lmbox_wctx *ctx);
 /* The blob at (seg_id, offset) of stored_size bytes is dead. */
 int lmbox_wseg_blob_dead(struct lmbox_wctx *ctx, uint32_t seg_id, uint64_t offset,
 			 uint64_t stored_size);
-/* Seal seg_id if it is the current segment (alone in its transaction). */
+/* Seal seg_id if it is open and its claim can be had (alone in its
+ * transaction); LMBOX_ERR_BUSY if another writer holds the claim. */
 int lmbox_wseg_seal(struct lmbox_wctx *ctx, uint32_t seg_id);
+/* A blob lmbox_txn_prepare() wrote at (seg_id, offset) under a claim of
+ * this transaction: record it if offset is still the segment's tail.
+ * Returns 1 if it is not (then the caller writes the blob again). */
+int lmbox_wseg_adopt(struct lmbox_wctx *ctx, const struct lmbox_blob_hdr *hdr,
+		     uint32_t seg_id, uint64_t offset, uint32_t folder_id, uint32_t uid);
+/* Seal the claimed segments marked full (end of a transaction's apply). */
+int lmbox_wseg_seal_claims(struct lmbox_wctx *ctx, const struct lmbox_claim *claims,
+			   unsigned int count);
+/* Outside the write lock: claim an open segment (not one of claims[])
+ * with room for len bytes at its tail.  Returns 1 with *claim_r filled, 0
+ * if none is free (the commit will create one), <0 on error.  A claimed
+ * segment without room is still returned, with full set. */
+int lmbox_seg_claim(struct lmbox_store *store, const struct lmbox_claim *claims,
+		    unsigned int count, uint64_t len, struct lmbox_claim *claim_r);
+/* Write a blob (header + stored bytes from mem or src_fd) at offset. */
+int lmbox_seg_write_blob(struct lmbox_store *store, int fd, const char *what,
+			 const struct lmbox_blob_hdr *hdr, const void *mem,
+			 int src_fd, uint64_t src_offset, uint64_t offset);
 int lmbox_wseg_flush(struct lmbox_wctx *ctx);
 void lmbox_wctx_free(struct lmbox_wctx *ctx);
 void lmbox_reclaim_run(struct lmbox_store *store,

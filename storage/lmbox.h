@@ -388,6 +388,18 @@ struct lmbox_commit_result {
 	unsigned int uid_count;
 	unsigned int expunged;    /* messages actually expunged */
 };
+/* Write the bodies of the transaction's finished appends to segment files
+ * and make them durable (fdatasync), without the store's write lock, so
+ * that concurrent writers do this part in parallel.  Each writer appends to
+ * a segment it holds the claim (flock) of until its commit or abort; when
+ * every open segment is claimed by another writer, the remaining bodies are
+ * left for lmbox_txn_commit(), which writes them under the write lock into
+ * a new segment.  Nothing becomes visible: until the commit the bytes lie
+ * beyond their segment's committed tail.  lmbox_txn_commit() does this
+ * itself for what was not prepared; call it first to keep the writing and
+ * syncing out of a lock of the caller's (the plugin: Dovecot's index sync
+ * lock).  Appends finished after it are prepared by the commit. */
+int lmbox_txn_prepare(struct lmbox_txn *txn);
 /* Apply everything atomically and free the txn (*txn = NULL, also on
  * failure).  result may be NULL. */
 int lmbox_txn_commit(struct lmbox_txn **txn, struct lmbox_commit_result *result);
