@@ -69,6 +69,8 @@ struct lmbox_env {
 	unsigned int reclaim_done_count, reclaim_done_alloc;
 	bool rdonly;
 	uint64_t map_size;
+	/* every commit up to this txnid is durable (lmbox_env_sync) */
+	uint64_t synced_txnid;
 };
 
 struct lmbox_store {
@@ -77,6 +79,10 @@ struct lmbox_store {
 	unsigned int fork_gen;
 	char *dir, *seg_dir, *tmp_dir, *mdb_path;
 	struct lmbox_store_opts opts;
+	/* the next lmbox_write() may leave its meta page unsynced ... */
+	bool defer_sync;
+	/* ... and one did: lmbox_store_sync() has work */
+	bool sync_pending;
 	char errmsg[LMBOX_ERRMSG_SIZE];
 };
 
@@ -190,6 +196,7 @@ struct lmbox_txn {
 	/* UID assignment per folder during a commit (lmbox-txn.c) */
 	struct lmbox_uid_plan *uid_plans;
 	unsigned int uid_plan_count, uid_plan_alloc;
+	bool defer_sync;               /* lmbox_txn_defer_sync() */
 	/* segments claimed by lmbox_txn_prepare(), held until the end */
 	struct lmbox_claim *claims;
 	unsigned int claim_count, claim_alloc;
@@ -221,6 +228,10 @@ void lmbox_reserve_mdb_space(struct lmbox_store *store);
 /* the size of that reserve for a file using used bytes */
 uint64_t lmbox_mdb_reserve_size(uint64_t used);
 int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context);
+/* The environment runs with MDB_NOMETASYNC: a commit syncs its data pages
+ * but leaves the meta page to the next sync.  This makes every commit up to
+ * the newest one durable (no-op if this process synced that one already). */
+int lmbox_env_sync(struct lmbox_store *store);
 int lmbox_meta_get_u32(struct lmbox_store *store, MDB_txn *txn, const char *key,
 		       uint32_t *value_r);
 int lmbox_meta_put_u32(struct lmbox_store *store, MDB_txn *txn, const char *key,

@@ -631,6 +631,11 @@ static void lmbox_txn_prepared_hook(void)
 		(void)raise(SIGKILL);
 }
 
+void lmbox_txn_defer_sync(struct lmbox_txn *txn)
+{
+	txn->defer_sync = true;
+}
+
 int lmbox_txn_prepare(struct lmbox_txn *txn)
 {
 	struct lmbox_store *store = txn->store;
@@ -725,8 +730,11 @@ int lmbox_txn_commit(struct lmbox_txn **_txn, struct lmbox_commit_result *result
 		ret = lmbox_set_error(txn->store, LMBOX_ERR_NOMEM, "out of memory");
 	} else if (txn->op_count > 0) {
 		ret = lmbox_txn_prepare(txn);
-		if (ret == 0)
+		if (ret == 0) {
+			txn->store->defer_sync = txn->defer_sync;
 			ret = lmbox_write(txn->store, lmbox_txn_apply, txn);
+			txn->store->defer_sync = false;
+		}
 	} else {
 		ret = lmbox_store_check_usable(txn->store, true);
 	}
