@@ -285,6 +285,15 @@ static int lmbox_wseg_get(struct lmbox_wctx *ctx, uint32_t seg_id, struct lmbox_
 	return 0;
 }
 
+static bool lmbox_wctx_seg_deleted(const struct lmbox_wctx *ctx, uint32_t seg_id)
+{
+	for (unsigned int i = 0; i < ctx->seg_count; i++) {
+		if (ctx->segs[i].seg_id == seg_id)
+			return ctx->segs[i].deleted;
+	}
+	return false;
+}
+
 static int lmbox_wctx_keep_fd(struct lmbox_wctx *ctx, int fd)
 {
 	if (lmbox_grow_array(&ctx->sync_fds, &ctx->sync_fd_alloc,
@@ -389,12 +398,13 @@ static int lmbox_wseg_load_current(struct lmbox_wctx *ctx)
 		return ret;
 	for (unsigned int i = 0; i < n; i++) {
 		ret = lmbox_wseg_get(ctx, ids[i], &seg);
-		if (ret == LMBOX_ERR_NOTFOUND && ids[i] == cur) {
+		if (ret == LMBOX_ERR_NOTFOUND && ids[i] == cur &&
+		    !lmbox_wctx_seg_deleted(ctx, cur)) {
 			return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
 				"%s: current segment %08X has no record", store->mdb_path, cur);
 		}
 		if (ret == LMBOX_ERR_NOTFOUND)
-			continue;
+			continue; /* unlinked earlier in this transaction */
 		if (ret < 0)
 			return ret;
 		/* sealed or emptied earlier in this transaction */

@@ -14,9 +14,16 @@
  *    beyond the committed tail: nothing refers to it);
  * 4. a segment that fills up under a claim is sealed by that writer's
  *    commit and the next body goes elsewhere;
- * 5. lmbox_compact() skips a segment another transaction holds claimed.
+ * 5. lmbox_compact() skips a segment another transaction holds claimed;
+ * 6. a commit whose last sync is deferred (lmbox_txn_defer_sync) is
+ *    visible at once, lmbox_store_sync() completes it, and a process
+ *    killed between the two leaves its message committed and the store
+ *    consistent (fsync on: MDB_NOMETASYNC).
  * Every body reads back intact and lmbox_check() finds nothing.
  */
+#include <signal.h>
+#include <sys/wait.h>
+
 #include "test-common.h"
 
 static uint32_t folder;
@@ -173,6 +180,43 @@ int main(void)
 	check_body(store, ua, body[7], sizeof(body[7]));
 	CHECK_OK(store, lmbox_compact(store, &freed));
 
+	CHECK(lmbox_check(store, LMBOX_CHECK_BODIES, NULL, NULL) == 0);
+	lmbox_store_close(&store);
+
+	/* 6 */
+	opts.fsync = LMBOX_FSYNC_ALWAYS;
+	if (lmbox_store_open(test_path("claims"), &opts, &store, &err) < 0) {
+		fprintf(stderr, "open: %s\n", err);
+		return 1;
+	}
+	a = prepared(store, body[1], sizeof(body[1]));
+	lmbox_txn_defer_sync(a);
+	ua = commit(store, &a);
+	check_body(store, ua, body[1], sizeof(body[1]));
+	CHECK_OK(store, lmbox_store_sync(store));
+	CHECK_OK(store, lmbox_store_sync(store));   /* nothing left: no-op */
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct lmbox_store *s2;
+
+		if (lmbox_store_open(test_path("claims"), &opts, &s2, &err) < 0)
+			_exit(3);
+		a = prepared(s2, body[2], sizeof(body[2]));
+		lmbox_txn_defer_sync(a);
+		if (lmbox_txn_commit(&a, NULL) < 0)
+			_exit(4);
+		raise(SIGKILL);        /* committed, not synced */
+		_exit(5);
+	}
+	int status = 0;
+	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+	CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	struct lmbox_folder_info info;
+	uint32_t before = 0;
+	CHECK_OK(store, lmbox_folder_get(store, folder, &info));
+	before = info.next_uid;
+	check_body(store, before - 1, body[2], sizeof(body[2]));
 	CHECK(lmbox_check(store, LMBOX_CHECK_BODIES, NULL, NULL) == 0);
 	lmbox_store_close(&store);
 	return test_exit();
