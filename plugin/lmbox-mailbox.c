@@ -241,6 +241,26 @@ static int lmbox_mailbox_open(struct mailbox *box)
 	return 0;
 }
 
+/* A save's store commit returns before its last sync (lmbox_save.c): the
+   sync runs here, after Dovecot's index lock is released too, so that
+   concurrent deliveries' syncs overlap; the commit is reported only once
+   it is durable. */
+static int
+lmbox_transaction_commit(struct mailbox_transaction_context *t,
+			 struct mail_transaction_commit_changes *changes_r)
+{
+	struct mailbox *box = t->box;
+	struct lmbox_mailbox *mbox = LMBOX_MAILBOX(box);
+	int ret, sret;
+
+	ret = index_transaction_commit(t, changes_r);
+	if ((sret = lmbox_store_sync(mbox->storage->store)) < 0) {
+		lmbox_storage_set_error(box->storage, sret, "syncing the commit");
+		ret = -1;
+	}
+	return ret;
+}
+
 static void lmbox_mailbox_close(struct mailbox *box)
 {
 	struct lmbox_mailbox *mbox = LMBOX_MAILBOX(box);
@@ -615,7 +635,7 @@ struct mailbox lmbox_mailbox = {
 		.sync_deinit = index_mailbox_sync_deinit,
 		.notify_changes = lmbox_notify_changes,
 		.transaction_begin = index_transaction_begin,
-		.transaction_commit = index_transaction_commit,
+		.transaction_commit = lmbox_transaction_commit,
 		.transaction_rollback = index_transaction_rollback,
 		.mail_alloc = lmbox_mail_alloc,
 		.search_init = lmbox_search_init,

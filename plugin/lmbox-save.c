@@ -386,6 +386,13 @@ int lmbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
 		return 0;
 	}
 
+	/* Bodies to their segments and synced before any lock: concurrent
+	   deliveries do this in parallel (lmbox_txn_prepare). */
+	if ((ret = lmbox_txn_prepare(ctx->txn)) < 0) {
+		lmbox_storage_set_error(box->storage, ret, "writing messages");
+		goto failed;
+	}
+
 	/* Take the index sync lock with an index that holds every store
 	   message, so that the store's new UIDs come after the index's. */
 	for (i = 0;; i++) {
@@ -418,6 +425,8 @@ int lmbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
 	hdr = mail_index_get_header(ctx->sync_ctx->sync_view);
 
 	i_zero(&result);
+	/* synced in lmbox_transaction_commit, outside the index lock */
+	lmbox_txn_defer_sync(ctx->txn);
 	if ((ret = lmbox_txn_commit(&ctx->txn, &result)) < 0) {
 		lmbox_storage_set_error(box->storage, ret, "committing messages");
 		goto failed;

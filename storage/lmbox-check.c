@@ -859,11 +859,16 @@ static int lmbox_check_segments(struct lmbox_check_ctx *ctx)
 		if (s->seg_id >= ctx->next_seg_id)
 			lmbox_problem(ctx, "%s: id not below next_seg_id %08X", path, ctx->next_seg_id);
 		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-			bool missing_cur = errno == ENOENT && s->seg_id == ctx->cur_seg;
+			/* an open segment (the current one or another that
+			 * concurrent writers append to) is sealed: appends
+			 * go to a new one */
+			bool missing_cur = errno == ENOENT &&
+				(s->seg_id == ctx->cur_seg ||
+				 (s->rec.flags & LMBOX_SEG_SEALED) == 0);
 
 			lmbox_problem(ctx, "%s: cannot open: %s%s", path, strerror(errno),
 				      missing_cur && ctx->repair ?
-				      " (current segment: appends go to a new one)" : "");
+				      " (open segment: appends go to a new one)" : "");
 			if (missing_cur && ctx->repair) {
 				/* without this every append fails; the mail
 				 * that was in it is gone either way */
@@ -876,7 +881,8 @@ static int lmbox_check_segments(struct lmbox_check_ctx *ctx)
 				lmbox_seg_rec_encode(&s->rec, val);
 				if ((rc = mdb_put(ctx->txn, store->env->dbi_segs, &k, &v, 0)) != 0)
 					return lmbox_check_mdb(ctx, rc, "sealing missing segment");
-				if ((ret = lmbox_meta_put_u32(store, ctx->txn, LMBOX_META_CUR_SEG, 0)) < 0)
+				if (s->seg_id == ctx->cur_seg &&
+				    (ret = lmbox_meta_put_u32(store, ctx->txn, LMBOX_META_CUR_SEG, 0)) < 0)
 					return ret;
 			}
 			continue;

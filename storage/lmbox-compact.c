@@ -209,7 +209,10 @@ static int lmbox_compact_segment(struct lmbox_store *store, uint32_t seg_id,
 	int ret;
 
 	*moved_r = 0;
-	if ((ret = lmbox_write(store, lmbox_compact_seal_fn, &seg_id)) < 0)
+	ret = lmbox_write(store, lmbox_compact_seal_fn, &seg_id);
+	if (ret == LMBOX_ERR_BUSY)
+		return 0; /* a writer is appending to it: left for next time */
+	if (ret < 0)
 		return ret;
 	memset(&c, 0, sizeof(c));
 	c.seg_id = seg_id;

@@ -170,6 +170,26 @@ void lmbox_reserve_mdb_space(struct lmbox_store *store)
 		env->reserved_to = used + reserve;
 }
 
+int lmbox_env_sync(struct lmbox_store *store)
+{
+	struct lmbox_env *env = store->env;
+	MDB_envinfo info;
+	int rc;
+
+	if (store->opts.fsync == LMBOX_FSYNC_NEVER || env->rdonly)
+		return 0;
+	/* the newest commit before the sync: it and all before it are
+	 * durable after it */
+	if ((rc = mdb_env_info(env->env, &info)) != 0)
+		return lmbox_set_mdb_error(store, rc, "%s: mdb_env_info failed", store->mdb_path);
+	if (info.me_last_txnid == env->synced_txnid)
+		return 0;
+	if ((rc = mdb_env_sync(env->env, 1)) != 0)
+		return lmbox_set_mdb_error(store, rc, "%s: sync failed", store->mdb_path);
+	env->synced_txnid = info.me_last_txnid;
+	return 0;
+}
+
 static void lmbox_wctx_init(struct lmbox_wctx *ctx, struct lmbox_store *store)
 {
 	memset(ctx, 0, sizeof(*ctx));
@@ -240,6 +260,21 @@ int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
 			continue;
 		}
 		break;
+	}
+	/* The commit synced its pages but not its meta page (MDB_NOMETASYNC):
+	 * that sync comes after the write lock is released, here or, for a
+	 * deferred one, in lmbox_store_sync().  A commit whose dead space is
+	 * given back is durable first (its reclaim may run right after). */
+	if (ret == 0 && store->opts.fsync != LMBOX_FSYNC_NEVER) {
+		unsigned int flags = 0;
+
+		(void)mdb_env_get_flags(store->env->env, &flags);
+		if ((flags & MDB_NOSYNC) != 0)
+			; /* lmbox_reclaim_run's unsynced forgetting */
+		else if (store->defer_sync && ctx.reclaim_count == 0)
+			store->sync_pending = true;
+		else if ((ret = lmbox_env_sync(store)) < 0)
+			store->sync_pending = true;
 	}
 	/* LMBOX_TEST_NO_RECLAIM: tests simulate a crash right after commit */
 	if (ret == 0) {

@@ -69,6 +69,8 @@ struct lmbox_env {
 	unsigned int reclaim_done_count, reclaim_done_alloc;
 	bool rdonly;
 	uint64_t map_size;
+	/* every commit up to this txnid is durable (lmbox_env_sync) */
+	uint64_t synced_txnid;
 };
 
 struct lmbox_store {
@@ -77,6 +79,10 @@ struct lmbox_store {
 	unsigned int fork_gen;
 	char *dir, *seg_dir, *tmp_dir, *mdb_path;
 	struct lmbox_store_opts opts;
+	/* the next lmbox_write() may leave its meta page unsynced ... */
+	bool defer_sync;
+	/* ... and one did: lmbox_store_sync() has work */
+	bool sync_pending;
 	char errmsg[LMBOX_ERRMSG_SIZE];
 };
 
@@ -102,6 +108,18 @@ struct lmbox_wseg {
 	uint32_t seg_id;
 	struct lmbox_seg_rec rec;
 	bool deleted;
+};
+
+/* A segment a transaction holds the append claim of: an exclusive flock on
+ * an fd of its own (lmbox-segment.c, "claims").  Only a claim holder writes
+ * at a segment's tail, moves the tail or seals it; the claim is released
+ * (the fd closed) only after the commit that records what was written. */
+struct lmbox_claim {
+	uint32_t seg_id;
+	int fd;
+	uint64_t end;             /* where the next prepared blob goes */
+	bool dirty;               /* written since the last fdatasync */
+	bool full;                /* the next blob did not fit: seal at commit */
 };
 
 /* State of one attempt of a write transaction.  Everything in it is rebuilt
@@ -140,6 +158,9 @@ struct lmbox_pending {
 	uint32_t checksum;
 	unsigned char *data;
 	int spill_fd;
+	/* where lmbox_txn_prepare() wrote the blob (pre_seg 0 = not yet) */
+	uint32_t pre_seg;
+	uint64_t pre_offset;
 };
 
 enum lmbox_op_type {
@@ -175,6 +196,10 @@ struct lmbox_txn {
 	/* UID assignment per folder during a commit (lmbox-txn.c) */
 	struct lmbox_uid_plan *uid_plans;
 	unsigned int uid_plan_count, uid_plan_alloc;
+	bool defer_sync;               /* lmbox_txn_defer_sync() */
+	/* segments claimed by lmbox_txn_prepare(), held until the end */
+	struct lmbox_claim *claims;
+	unsigned int claim_count, claim_alloc;
 	/* filled by the commit */
 	uint32_t *uids;
 	unsigned int expunged;
@@ -203,6 +228,10 @@ void lmbox_reserve_mdb_space(struct lmbox_store *store);
 /* the size of that reserve for a file using used bytes */
 uint64_t lmbox_mdb_reserve_size(uint64_t used);
 int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context);
+/* The environment runs with MDB_NOMETASYNC: a commit syncs its data pages
+ * but leaves the meta page to the next sync.  This makes every commit up to
+ * the newest one durable (no-op if this process synced that one already). */
+int lmbox_env_sync(struct lmbox_store *store);
 int lmbox_meta_get_u32(struct lmbox_store *store, MDB_txn *txn, const char *key,
 		       uint32_t *value_r);
 int lmbox_meta_put_u32(struct lmbox_store *store, MDB_txn *txn, const char *key,
@@ -273,8 +302,27 @@ int lmbox_reclaim_forget_done(struct lmbox_wctx *ctx);
 /* The blob at (seg_id, offset) of stored_size bytes is dead. */
 int lmbox_wseg_blob_dead(struct lmbox_wctx *ctx, uint32_t seg_id, uint64_t offset,
 			 uint64_t stored_size);
-/* Seal seg_id if it is the current segment (alone in its transaction). */
+/* Seal seg_id if it is open and its claim can be had (alone in its
+ * transaction); LMBOX_ERR_BUSY if another writer holds the claim. */
 int lmbox_wseg_seal(struct lmbox_wctx *ctx, uint32_t seg_id);
+/* A blob lmbox_txn_prepare() wrote at (seg_id, offset) under a claim of
+ * this transaction: record it if offset is still the segment's tail.
+ * Returns 1 if it is not (then the caller writes the blob again). */
+int lmbox_wseg_adopt(struct lmbox_wctx *ctx, const struct lmbox_blob_hdr *hdr,
+		     uint32_t seg_id, uint64_t offset, uint32_t folder_id, uint32_t uid);
+/* Seal the claimed segments marked full (end of a transaction's apply). */
+int lmbox_wseg_seal_claims(struct lmbox_wctx *ctx, const struct lmbox_claim *claims,
+			   unsigned int count);
+/* Outside the write lock: claim an open segment (not one of claims[])
+ * with room for len bytes at its tail.  Returns 1 with *claim_r filled, 0
+ * if none is free (the commit will create one), <0 on error.  A claimed
+ * segment without room is still returned, with full set. */
+int lmbox_seg_claim(struct lmbox_store *store, const struct lmbox_claim *claims,
+		    unsigned int count, uint64_t len, struct lmbox_claim *claim_r);
+/* Write a blob (header + stored bytes from mem or src_fd) at offset. */
+int lmbox_seg_write_blob(struct lmbox_store *store, int fd, const char *what,
+			 const struct lmbox_blob_hdr *hdr, const void *mem,
+			 int src_fd, uint64_t src_offset, uint64_t offset);
 int lmbox_wseg_flush(struct lmbox_wctx *ctx);
 void lmbox_wctx_free(struct lmbox_wctx *ctx);
 void lmbox_reclaim_run(struct lmbox_store *store,

@@ -100,6 +100,11 @@ static unsigned int lmbox_reclaim_do(struct lmbox_store *store,
 	MDB_cursor *cur = NULL;
 	int fd = -1;
 
+	/* Never punch for a commit that a power loss could still undo: the
+	 * records may be another process's, committed (MDB_NOMETASYNC) but
+	 * not synced yet. */
+	if (lmbox_env_sync(store) < 0)
+		return 0;
 	qsort(items, count, sizeof(*items), lmbox_reclaim_item_cmp);
 	if ((punches = malloc(sizeof(*punches) * count)) == NULL)
 		return 0;

@@ -1,9 +1,15 @@
 /*
  * lmbox-segment.c: body segment files.  Blobs are appended at the committed
- * tail of the current segment while the LMDB write lock is held; the new
- * tail is recorded in LMDB by the same commit, so bytes written by a writer
- * that died before committing are simply overwritten by the next one.
- * Dead blobs are recorded in the "reclaim" DB in the commit that kills them
+ * tail of an open (unsealed) segment by the writer that holds its claim: an
+ * exclusive flock on the writer's own fd of the file, taken before the tail
+ * is read and released only after the commit that records the new tail.
+ * lmbox_txn_prepare() claims a segment without the LMDB write lock and
+ * writes and syncs there, so concurrent writers do that in parallel; under
+ * the write lock claims are only tried (LOCK_NB), and when every open
+ * segment is claimed a new one is created.  The new tail is recorded in
+ * LMDB by the commit, so bytes written by a writer that died before
+ * committing are simply overwritten by the next claim holder.  Dead blobs
+ * are recorded in the "reclaim" DB in the commit that kills them
  * (lmbox-reclaim.c gives the space back after it).
  */
 #include <errno.h>
@@ -12,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/file.h>
 #include <linux/falloc.h>
 
 #include "lmbox-private.h"
@@ -77,6 +84,168 @@ int lmbox_seg_open_read(struct lmbox_store *store, uint32_t seg_id, int *fd_r)
 	return 0;
 }
 
+/* ----------------------------------------------------------------- claims */
+
+/* Open segments a writer may claim are few (one per writer that ever had to
+ * wait for one): the newest records are tried first, and no more than this
+ * many. */
+#define LMBOX_CLAIM_TRIES 16
+
+/* The open segments of a snapshot, the current one first. */
+static int lmbox_seg_open_ids(struct lmbox_store *store, MDB_txn *txn, uint32_t cur,
+			      uint32_t *ids, unsigned int max, unsigned int *count_r)
+{
+	struct lmbox_seg_rec rec;
+	MDB_cursor *cursor;
+	MDB_val k, v;
+	unsigned int n = 0;
+	uint32_t id;
+	int rc;
+
+	if (cur != 0)
+		ids[n++] = cur;
+	if ((rc = mdb_cursor_open(txn, store->env->dbi_segs, &cursor)) != 0)
+		return lmbox_set_mdb_error(store, rc, "%s: segment cursor", store->dir);
+	for (rc = mdb_cursor_get(cursor, &k, &v, MDB_LAST); rc == 0 && n < max;
+	     rc = mdb_cursor_get(cursor, &k, &v, MDB_PREV)) {
+		if (lmbox_u32_key_decode(k.mv_data, k.mv_size, &id) < 0 ||
+		    lmbox_seg_rec_decode(v.mv_data, v.mv_size, &rec) < 0 ||
+		    (rec.flags & LMBOX_SEG_SEALED) != 0 || id == cur)
+			continue;
+		ids[n++] = id;
+	}
+	mdb_cursor_close(cursor);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return lmbox_set_mdb_error(store, rc, "%s: reading segment records", store->dir);
+	*count_r = n;
+	return 0;
+}
+
+/* Open seg_id for writing and take its claim without waiting: 1 with
+ * *fd_r, 0 if another writer holds it (or the file is gone), <0 error. */
+static int lmbox_seg_try_claim(struct lmbox_store *store, uint32_t seg_id, int *fd_r)
+{
+	char path[4096];
+	int fd;
+
+	lmbox_seg_path(store, seg_id, path, sizeof(path));
+	if ((fd = open(path, O_RDWR | O_CLOEXEC)) < 0) {
+		if (errno == ENOENT)
+			return 0; /* unlinked under us, or lost: not ours to judge */
+		return lmbox_set_errno(store, errno, "open(%s) failed", path);
+	}
+	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EINTR)
+			continue;
+		close(fd);
+		if (errno == EWOULDBLOCK)
+			return 0;
+		return lmbox_set_errno(store, errno, "flock(%s) failed", path);
+	}
+	*fd_r = fd;
+	return 1;
+}
+
+static bool lmbox_claims_have(const struct lmbox_claim *claims, unsigned int count,
+			      uint32_t seg_id)
+{
+	for (unsigned int i = 0; i < count; i++) {
+		if (claims[i].seg_id == seg_id)
+			return true;
+	}
+	return false;
+}
+
+int lmbox_seg_claim(struct lmbox_store *store, const struct lmbox_claim *claims,
+		    unsigned int count, uint64_t len, struct lmbox_claim *claim_r)
+{
+	uint32_t ids[LMBOX_CLAIM_TRIES], cur;
+	unsigned int n = 0;
+	struct lmbox_seg_rec rec;
+	unsigned char key[4];
+	MDB_val k = { 4, key }, v;
+	MDB_txn *txn;
+	int ret, rc, fd;
+
+	if ((ret = lmbox_rtxn_begin(store, &txn)) < 0)
+		return ret;
+	ret = lmbox_meta_get_u32(store, txn, LMBOX_META_CUR_SEG, &cur);
+	if (ret == LMBOX_ERR_NOTFOUND)
+		ret = lmbox_set_error(store, LMBOX_ERR_CORRUPT, "%s: segment meta missing",
+				      store->mdb_path);
+	if (ret == 0)
+		ret = lmbox_seg_open_ids(store, txn, cur, ids, LMBOX_CLAIM_TRIES, &n);
+	mdb_txn_abort(txn);
+	if (ret < 0)
+		return ret;
+	for (unsigned int i = 0; i < n; i++) {
+		if (lmbox_claims_have(claims, count, ids[i]))
+			continue;
+		if ((ret = lmbox_seg_try_claim(store, ids[i], &fd)) < 0)
+			return ret;
+		if (ret == 0)
+			continue;
+		/* The tail from a snapshot begun after the claim: the last
+		 * holder released it only after its commit. */
+		if ((ret = lmbox_rtxn_begin(store, &txn)) < 0) {
+			close(fd);
+			return ret;
+		}
+		lmbox_put_be32(key, ids[i]);
+		rc = mdb_get(txn, store->env->dbi_segs, &k, &v);
+		ret = rc == 0 ? lmbox_seg_rec_decode(v.mv_data, v.mv_size, &rec) : -1;
+		mdb_txn_abort(txn);
+		if (rc != 0 || ret < 0 || (rec.flags & LMBOX_SEG_SEALED) != 0) {
+			/* sealed or gone since the listing */
+			close(fd);
+			continue;
+		}
+		memset(claim_r, 0, sizeof(*claim_r));
+		claim_r->seg_id = ids[i];
+		claim_r->fd = fd;
+		claim_r->end = rec.tail;
+		claim_r->full = rec.tail > LMBOX_SEG_HDR_SIZE &&
+			rec.tail + len > store->opts.segment_max;
+		return 1;
+	}
+	return 0;
+}
+
+int lmbox_seg_write_blob(struct lmbox_store *store, int fd, const char *what,
+			 const struct lmbox_blob_hdr *hdr, const void *mem,
+			 int src_fd, uint64_t src_offset, uint64_t pos)
+{
+	unsigned char hbuf[LMBOX_BLOB_HDR_SIZE];
+	int ret;
+
+	lmbox_blob_hdr_encode(hdr, hbuf);
+	if ((ret = lmbox_pwrite_full(store, fd, hbuf, sizeof(hbuf), pos, what)) < 0)
+		return ret;
+	if (mem != NULL) {
+		ret = lmbox_pwrite_full(store, fd, mem, hdr->stored_size,
+					pos + LMBOX_BLOB_HDR_SIZE, what);
+	} else {
+		unsigned char *buf = malloc(LMBOX_IO_CHUNK);
+		uint64_t done = 0;
+
+		if (buf == NULL)
+			return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+		while (ret == 0 && done < hdr->stored_size) {
+			size_t n = hdr->stored_size - done > LMBOX_IO_CHUNK ?
+				LMBOX_IO_CHUNK : (size_t)(hdr->stored_size - done);
+			ret = lmbox_pread_full(store, src_fd, buf, n, src_offset + done,
+					       "blob source");
+			if (ret == 0) {
+				ret = lmbox_pwrite_full(store, fd, buf, n,
+					pos + LMBOX_BLOB_HDR_SIZE + done, what);
+			}
+			done += n;
+		}
+		free(buf);
+	}
+	return ret;
+}
+
 /* ------------------------------------------------------ write transaction */
 
 static int lmbox_wseg_get(struct lmbox_wctx *ctx, uint32_t seg_id, struct lmbox_wseg **seg_r)
@@ -114,6 +283,15 @@ static int lmbox_wseg_get(struct lmbox_wctx *ctx, uint32_t seg_id, struct lmbox_
 	ctx->seg_count++;
 	*seg_r = seg;
 	return 0;
+}
+
+static bool lmbox_wctx_seg_deleted(const struct lmbox_wctx *ctx, uint32_t seg_id)
+{
+	for (unsigned int i = 0; i < ctx->seg_count; i++) {
+		if (ctx->segs[i].seg_id == seg_id)
+			return ctx->segs[i].deleted;
+	}
+	return false;
 }
 
 static int lmbox_wctx_keep_fd(struct lmbox_wctx *ctx, int fd)
@@ -173,6 +351,9 @@ static int lmbox_wseg_create(struct lmbox_wctx *ctx)
 		return lmbox_set_errno(store, errno, "creating segment %s failed", path);
 	if ((ret = lmbox_wctx_keep_fd(ctx, fd)) < 0)
 		return ret;
+	/* others see it once committed: by then it must be claimed */
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+		return lmbox_set_errno(store, errno, "flock(%s) failed", path);
 	memset(&hdr, 0, sizeof(hdr));
 	hdr.version = LMBOX_SEG_VERSION;
 	hdr.seg_id = id;
@@ -195,12 +376,15 @@ static int lmbox_wseg_create(struct lmbox_wctx *ctx)
 	return 0;
 }
 
+/* Under the write lock: claim an open segment, the current one first,
+ * without waiting (a claim holder may be waiting for this lock), or create
+ * one when all are claimed. */
 static int lmbox_wseg_load_current(struct lmbox_wctx *ctx)
 {
 	struct lmbox_store *store = ctx->store;
+	uint32_t ids[LMBOX_CLAIM_TRIES], cur;
+	unsigned int n;
 	struct lmbox_wseg *seg;
-	char path[4096];
-	uint32_t cur;
 	int ret, fd;
 
 	if ((ret = lmbox_meta_get_u32(store, ctx->txn, LMBOX_META_CUR_SEG, &cur)) < 0 ||
@@ -210,27 +394,43 @@ static int lmbox_wseg_load_current(struct lmbox_wctx *ctx)
 			lmbox_set_error(store, LMBOX_ERR_CORRUPT, "%s: segment meta missing",
 					store->mdb_path);
 	}
-	if (cur == 0)
-		return lmbox_wseg_create(ctx);
-	if ((ret = lmbox_wseg_get(ctx, cur, &seg)) < 0) {
-		return ret != LMBOX_ERR_NOTFOUND ? ret :
-			lmbox_set_error(store, LMBOX_ERR_CORRUPT,
-				"%s: current segment %08X has no record", store->mdb_path, cur);
-	}
-	lmbox_seg_path(store, cur, path, sizeof(path));
-	fd = open(path, O_RDWR | O_CLOEXEC);
-	if (fd < 0) {
-		if (errno == ENOENT) {
-			return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
-				"segment %s is missing", path);
-		}
-		return lmbox_set_errno(store, errno, "open(%s) failed", path);
-	}
-	if ((ret = lmbox_wctx_keep_fd(ctx, fd)) < 0)
+	if ((ret = lmbox_seg_open_ids(store, ctx->txn, cur, ids, LMBOX_CLAIM_TRIES, &n)) < 0)
 		return ret;
-	ctx->cur_seg = cur;
-	ctx->cur_fd = fd;
-	return 0;
+	for (unsigned int i = 0; i < n; i++) {
+		ret = lmbox_wseg_get(ctx, ids[i], &seg);
+		if (ret == LMBOX_ERR_NOTFOUND && ids[i] == cur &&
+		    !lmbox_wctx_seg_deleted(ctx, cur)) {
+			return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+				"%s: current segment %08X has no record", store->mdb_path, cur);
+		}
+		if (ret == LMBOX_ERR_NOTFOUND)
+			continue; /* unlinked earlier in this transaction */
+		if (ret < 0)
+			return ret;
+		/* sealed or emptied earlier in this transaction */
+		if ((seg->rec.flags & LMBOX_SEG_SEALED) != 0)
+			continue;
+		ret = lmbox_seg_try_claim(store, ids[i], &fd);
+		if (ret == 0 && ids[i] == cur) {
+			char path[4096];
+
+			lmbox_seg_path(store, cur, path, sizeof(path));
+			if (access(path, F_OK) < 0 && errno == ENOENT) {
+				return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+					"segment %s is missing", path);
+			}
+		}
+		if (ret < 0)
+			return ret;
+		if (ret == 0)
+			continue;
+		if ((ret = lmbox_wctx_keep_fd(ctx, fd)) < 0)
+			return ret;
+		ctx->cur_seg = ids[i];
+		ctx->cur_fd = fd;
+		return 0;
+	}
+	return lmbox_wseg_create(ctx);
 }
 
 static int lmbox_wseg_current(struct lmbox_wctx *ctx, struct lmbox_wseg **seg_r)
@@ -245,16 +445,22 @@ static int lmbox_wseg_current(struct lmbox_wctx *ctx, struct lmbox_wseg **seg_r)
 			       ctx->store->dir);
 }
 
+static int lmbox_wseg_seal_one(struct lmbox_wctx *ctx, struct lmbox_wseg *seg)
+{
+	seg->rec.flags |= LMBOX_SEG_SEALED;
+	if (seg->rec.live_count == 0) {
+		seg->deleted = true;
+		return lmbox_add_reclaim(ctx, seg->seg_id, LMBOX_RECLAIM_UNLINK, 0, 0);
+	}
+	return 0;
+}
+
 static int lmbox_wseg_rotate(struct lmbox_wctx *ctx, struct lmbox_wseg *old)
 {
 	int ret;
 
-	old->rec.flags |= LMBOX_SEG_SEALED;
-	if (old->rec.live_count == 0) {
-		old->deleted = true;
-		if ((ret = lmbox_add_reclaim(ctx, old->seg_id, LMBOX_RECLAIM_UNLINK, 0, 0)) < 0)
-			return ret;
-	}
+	if ((ret = lmbox_wseg_seal_one(ctx, old)) < 0)
+		return ret;
 	return lmbox_wseg_create(ctx);
 }
 
@@ -289,7 +495,6 @@ int lmbox_wseg_append(struct lmbox_wctx *ctx, const struct lmbox_blob_hdr *hdr,
 {
 	struct lmbox_store *store = ctx->store;
 	struct lmbox_wseg *seg = NULL;
-	unsigned char hbuf[LMBOX_BLOB_HDR_SIZE];
 	uint64_t len = LMBOX_BLOB_HDR_SIZE + hdr->stored_size, pos;
 	char path[4096];
 	int ret;
@@ -306,32 +511,8 @@ int lmbox_wseg_append(struct lmbox_wctx *ctx, const struct lmbox_blob_hdr *hdr,
 	}
 	lmbox_seg_path(store, seg->seg_id, path, sizeof(path));
 	pos = seg->rec.tail;
-	lmbox_blob_hdr_encode(hdr, hbuf);
-	if ((ret = lmbox_pwrite_full(store, ctx->cur_fd, hbuf, sizeof(hbuf), pos, path)) < 0)
-		return ret;
-	if (mem != NULL) {
-		ret = lmbox_pwrite_full(store, ctx->cur_fd, mem, hdr->stored_size,
-					pos + LMBOX_BLOB_HDR_SIZE, path);
-	} else {
-		unsigned char *buf = malloc(LMBOX_IO_CHUNK);
-		uint64_t done = 0;
-
-		if (buf == NULL)
-			return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
-		while (ret == 0 && done < hdr->stored_size) {
-			size_t n = hdr->stored_size - done > LMBOX_IO_CHUNK ?
-				LMBOX_IO_CHUNK : (size_t)(hdr->stored_size - done);
-			ret = lmbox_pread_full(store, src_fd, buf, n, src_offset + done,
-					       "blob source");
-			if (ret == 0) {
-				ret = lmbox_pwrite_full(store, ctx->cur_fd, buf, n,
-					pos + LMBOX_BLOB_HDR_SIZE + done, path);
-			}
-			done += n;
-		}
-		free(buf);
-	}
-	if (ret < 0)
+	if ((ret = lmbox_seg_write_blob(store, ctx->cur_fd, path, hdr, mem, src_fd,
+					src_offset, pos)) < 0)
 		return ret;
 	if ((ret = lmbox_blob_put(ctx, seg->seg_id, pos, len, folder_id, uid)) < 0)
 		return ret;
@@ -348,25 +529,87 @@ int lmbox_wseg_seal(struct lmbox_wctx *ctx, uint32_t seg_id)
 	struct lmbox_store *store = ctx->store;
 	struct lmbox_wseg *seg;
 	uint32_t cur;
-	int ret;
+	int ret, fd;
 
 	if ((ret = lmbox_meta_get_u32(store, ctx->txn, LMBOX_META_CUR_SEG, &cur)) < 0 ||
 	    (ret = lmbox_meta_get_u32(store, ctx->txn, LMBOX_META_NEXT_SEG_ID,
 				      &ctx->next_seg_id)) < 0)
 		return ret == LMBOX_ERR_NOTFOUND ? LMBOX_ERR_CORRUPT : ret;
-	if (cur != seg_id || cur == 0)
+	if (seg_id == 0)
 		return 0;
 	if ((ret = lmbox_wseg_get(ctx, seg_id, &seg)) < 0)
+		return ret == LMBOX_ERR_NOTFOUND ? 0 : ret;
+	if ((seg->rec.flags & LMBOX_SEG_SEALED) != 0)
+		return 0;
+	/* only the claim holder may seal: a writer may be appending to it */
+	if ((ret = lmbox_seg_try_claim(store, seg_id, &fd)) < 0)
 		return ret;
-	seg->rec.flags |= LMBOX_SEG_SEALED;
-	if (seg->rec.live_count == 0) {
-		seg->deleted = true;
-		if ((ret = lmbox_add_reclaim(ctx, seg_id, LMBOX_RECLAIM_UNLINK, 0, 0)) < 0)
+	if (ret == 0) {
+		return lmbox_set_error(store, LMBOX_ERR_BUSY,
+			"%s: segment %08X is being appended to", store->dir, seg_id);
+	}
+	if ((ret = lmbox_wctx_keep_fd(ctx, fd)) < 0 ||
+	    (ret = lmbox_wseg_seal_one(ctx, seg)) < 0)
+		return ret;
+	if (cur == seg_id) {
+		/* flush writes cur_seg = 0: the next append starts a new
+		 * segment (or claims another open one) */
+		ctx->cur_seg = 0;
+		ctx->meta_dirty = true;
+	}
+	return 0;
+}
+
+int lmbox_wseg_adopt(struct lmbox_wctx *ctx, const struct lmbox_blob_hdr *hdr,
+		     uint32_t seg_id, uint64_t offset, uint32_t folder_id, uint32_t uid)
+{
+	struct lmbox_wseg *seg;
+	uint64_t len = LMBOX_BLOB_HDR_SIZE + hdr->stored_size;
+	int ret;
+
+	ret = lmbox_wseg_get(ctx, seg_id, &seg);
+	if (ret == LMBOX_ERR_NOTFOUND)
+		return 1;
+	if (ret < 0)
+		return ret;
+	/* Under our claim nobody else moves the tail or seals; anything
+	 * else (a repair in between) and the blob is written again. */
+	if ((seg->rec.flags & LMBOX_SEG_SEALED) != 0 || seg->rec.tail != offset)
+		return 1;
+	if ((ret = lmbox_blob_put(ctx, seg_id, offset, len, folder_id, uid)) < 0)
+		return ret;
+	seg->rec.tail += len;
+	seg->rec.live_count++;
+	seg->rec.live_bytes += len;
+	return 0;
+}
+
+int lmbox_wseg_seal_claims(struct lmbox_wctx *ctx, const struct lmbox_claim *claims,
+			   unsigned int count)
+{
+	struct lmbox_wseg *seg;
+	uint32_t cur;
+	int ret;
+
+	for (unsigned int i = 0; i < count; i++) {
+		if (!claims[i].full)
+			continue;
+		ret = lmbox_wseg_get(ctx, claims[i].seg_id, &seg);
+		if (ret == LMBOX_ERR_NOTFOUND)
+			continue;
+		if (ret < 0)
+			return ret;
+		if ((seg->rec.flags & LMBOX_SEG_SEALED) != 0)
+			continue;
+		if ((ret = lmbox_wseg_seal_one(ctx, seg)) < 0)
+			return ret;
+		if ((ret = lmbox_meta_get_u32(ctx->store, ctx->txn, LMBOX_META_CUR_SEG,
+					      &cur)) < 0)
+			return ret == LMBOX_ERR_NOTFOUND ? LMBOX_ERR_CORRUPT : ret;
+		if (cur == claims[i].seg_id && ctx->cur_seg == 0 &&
+		    (ret = lmbox_meta_put_u32(ctx->store, ctx->txn, LMBOX_META_CUR_SEG, 0)) < 0)
 			return ret;
 	}
-	/* flush writes cur_seg = 0: the next append starts a new segment */
-	ctx->cur_seg = 0;
-	ctx->meta_dirty = true;
 	return 0;
 }
 

@@ -291,6 +291,8 @@ static int lmbox_env_create(struct lmbox_store *store, bool create, struct lmbox
 		flags |= MDB_RDONLY;
 	if (opts->fsync == LMBOX_FSYNC_NEVER)
 		flags |= MDB_NOSYNC;
+	else
+		flags |= MDB_NOMETASYNC; /* synced by lmbox_env_sync() */
 	if ((rc = mdb_env_create(&env->env)) != 0) {
 		free(env);
 		return lmbox_set_mdb_error(store, rc, "mdb_env_create failed");
@@ -536,6 +538,8 @@ void lmbox_store_close(struct lmbox_store **_store)
 	*_store = NULL;
 	/* after fork the environment is the parent's: leave it alone */
 	if (lmbox_same_process(store)) {
+		if (store->sync_pending)
+			(void)lmbox_store_sync(store);
 		if ((store->opts.flags & LMBOX_OPEN_DEFER_RECLAIM) != 0)
 			(void)lmbox_store_reclaim(store);
 		lmbox_env_unref(store->env);
@@ -555,6 +559,19 @@ const char *lmbox_store_errmsg(const struct lmbox_store *store)
 const char *lmbox_store_path(const struct lmbox_store *store)
 {
 	return store->dir;
+}
+
+int lmbox_store_sync(struct lmbox_store *store)
+{
+	int ret;
+
+	if ((ret = lmbox_store_check_usable(store, false)) < 0)
+		return ret;
+	if (!store->sync_pending)
+		return 0;
+	if ((ret = lmbox_env_sync(store)) == 0)
+		store->sync_pending = false;
+	return ret;
 }
 
 /* ------------------------------------------------------------ u64 values */

@@ -6,6 +6,8 @@
  * whole lot committed at once.  Because the replay is a pure function of
  * the recorded operations it can be retried after the map is grown.
  */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,8 +42,20 @@ void lmbox_pending_free(struct lmbox_pending *msg)
 	free(msg);
 }
 
+/* Claims go only after the commit that recorded what was written under
+ * them (or with the transaction, when nothing was). */
+static void lmbox_txn_release_claims(struct lmbox_txn *txn)
+{
+	for (unsigned int i = 0; i < txn->claim_count; i++)
+		close(txn->claims[i].fd);
+	free(txn->claims);
+	txn->claims = NULL;
+	txn->claim_count = txn->claim_alloc = 0;
+}
+
 static void lmbox_txn_free(struct lmbox_txn *txn)
 {
+	lmbox_txn_release_claims(txn);
 	lmbox_append_orphan_all(txn);
 	for (unsigned int i = 0; i < txn->op_count; i++) {
 		lmbox_pending_free(txn->ops[i].msg);
@@ -312,6 +326,15 @@ static int lmbox_assign_uid(struct lmbox_wctx *ctx, struct lmbox_txn *txn,
 	return 0;
 }
 
+static void lmbox_pending_blob_hdr(const struct lmbox_pending *msg, struct lmbox_blob_hdr *hdr)
+{
+	memset(hdr, 0, sizeof(*hdr));
+	hdr->codec = msg->codec;
+	hdr->phys_size = msg->phys_size;
+	hdr->stored_size = msg->stored_size;
+	hdr->checksum = msg->checksum;
+}
+
 static int lmbox_apply_append(struct lmbox_wctx *ctx, struct lmbox_txn *txn,
 			      const struct lmbox_op *op)
 {
@@ -332,14 +355,18 @@ static int lmbox_apply_append(struct lmbox_wctx *ctx, struct lmbox_txn *txn,
 		snprintf(uidl, sizeof(uidl), "%s", msg->uidl);
 	else
 		snprintf(uidl, sizeof(uidl), "%08x%08x", meta.uid, folder.uidvalidity);
-	hdr.codec = msg->codec;
-	hdr.phys_size = msg->phys_size;
-	hdr.stored_size = msg->stored_size;
-	hdr.checksum = msg->checksum;
-	ret = lmbox_wseg_append(ctx, &hdr, msg->spill_fd >= 0 ? NULL :
-				msg->data != NULL ? (const void *)msg->data : "",
-				msg->spill_fd, 0, folder.id, meta.uid,
-				&meta.seg_id, &meta.seg_offset);
+	lmbox_pending_blob_hdr(msg, &hdr);
+	ret = msg->pre_seg == 0 ? 1 :
+		lmbox_wseg_adopt(ctx, &hdr, msg->pre_seg, msg->pre_offset, folder.id, meta.uid);
+	if (ret == 0) {
+		meta.seg_id = msg->pre_seg;
+		meta.seg_offset = msg->pre_offset;
+	} else if (ret > 0) {
+		ret = lmbox_wseg_append(ctx, &hdr, msg->spill_fd >= 0 ? NULL :
+					msg->data != NULL ? (const void *)msg->data : "",
+					msg->spill_fd, 0, folder.id, meta.uid,
+					&meta.seg_id, &meta.seg_offset);
+	}
 	if (ret < 0)
 		return ret;
 	meta.pop3_order = msg->pop3_order;
@@ -589,7 +616,103 @@ static int lmbox_txn_apply(struct lmbox_wctx *ctx, void *context)
 			break;
 		}
 	}
+	if (ret == 0)
+		ret = lmbox_wseg_seal_claims(ctx, txn->claims, txn->claim_count);
 	return ret;
+}
+
+/* Test hook: tests/fault kill a writer here, between its bodies' sync and
+ * its commit. */
+static void lmbox_txn_prepared_hook(void)
+{
+	const char *p = getenv("LMBOX_TEST_KILL_AFTER_PREPARE");
+
+	if (p != NULL && *p != '\0')
+		(void)raise(SIGKILL);
+}
+
+void lmbox_txn_defer_sync(struct lmbox_txn *txn)
+{
+	txn->defer_sync = true;
+}
+
+int lmbox_txn_prepare(struct lmbox_txn *txn)
+{
+	struct lmbox_store *store = txn->store;
+	struct lmbox_blob_hdr hdr;
+	struct lmbox_claim claim, *c;
+	bool wrote = false;
+	char what[4096];
+	int ret;
+
+	if ((ret = lmbox_store_check_usable(store, true)) < 0)
+		return ret;
+	for (unsigned int i = 0; i < txn->op_count; i++) {
+		struct lmbox_pending *msg = txn->ops[i].msg;
+		uint64_t len;
+
+		if (txn->ops[i].type != LMBOX_OP_APPEND || msg->pre_seg != 0)
+			continue;
+		len = LMBOX_BLOB_HDR_SIZE + msg->stored_size;
+		c = NULL;
+		for (unsigned int j = 0; j < txn->claim_count && c == NULL; j++) {
+			struct lmbox_claim *cj = &txn->claims[j];
+
+			if (!cj->full && (cj->end == LMBOX_SEG_HDR_SIZE ||
+					  cj->end + len <= store->opts.segment_max))
+				c = cj;
+		}
+		while (c == NULL) {
+			ret = lmbox_seg_claim(store, txn->claims, txn->claim_count, len, &claim);
+			if (ret < 0)
+				return ret;
+			if (ret == 0)
+				break; /* all claimed by others: the commit makes one */
+			if (lmbox_grow_array(&txn->claims, &txn->claim_alloc,
+					     txn->claim_count + 1, sizeof(*txn->claims)) < 0) {
+				close(claim.fd);
+				return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+			}
+			if (claim.full && claim.end < store->opts.segment_max / 2) {
+				/* a big blob: not worth sealing a segment
+				 * for; the commit starts a new one */
+				close(claim.fd);
+				break;
+			}
+			txn->claims[txn->claim_count++] = claim;
+			if (!claim.full)
+				c = &txn->claims[txn->claim_count - 1];
+		}
+		if (c == NULL)
+			break;
+		lmbox_pending_blob_hdr(msg, &hdr);
+		lmbox_seg_path(store, c->seg_id, what, sizeof(what));
+		ret = lmbox_seg_write_blob(store, c->fd, what, &hdr,
+					   msg->spill_fd >= 0 ? NULL :
+					   msg->data != NULL ? (const void *)msg->data : "",
+					   msg->spill_fd, 0, c->end);
+		if (ret < 0)
+			return ret;
+		msg->pre_seg = c->seg_id;
+		msg->pre_offset = c->end;
+		c->end += len;
+		c->dirty = true;
+		wrote = true;
+	}
+	if (!wrote)
+		return 0;
+	for (unsigned int i = 0; i < txn->claim_count; i++) {
+		c = &txn->claims[i];
+		if (!c->dirty)
+			continue;
+		if (store->opts.fsync != LMBOX_FSYNC_NEVER && fdatasync(c->fd) < 0) {
+			lmbox_seg_path(store, c->seg_id, what, sizeof(what));
+			return lmbox_set_errno(store, errno, "fdatasync(%s) failed", what);
+		}
+		c->dirty = false;
+	}
+	lmbox_txn_prepared_hook();
+	return 0;
 }
 
 int lmbox_txn_commit(struct lmbox_txn **_txn, struct lmbox_commit_result *result)
@@ -606,7 +729,12 @@ int lmbox_txn_commit(struct lmbox_txn **_txn, struct lmbox_commit_result *result
 	    (txn->uids = calloc(txn->seq_count, sizeof(*txn->uids))) == NULL) {
 		ret = lmbox_set_error(txn->store, LMBOX_ERR_NOMEM, "out of memory");
 	} else if (txn->op_count > 0) {
-		ret = lmbox_write(txn->store, lmbox_txn_apply, txn);
+		ret = lmbox_txn_prepare(txn);
+		if (ret == 0) {
+			txn->store->defer_sync = txn->defer_sync;
+			ret = lmbox_write(txn->store, lmbox_txn_apply, txn);
+			txn->store->defer_sync = false;
+		}
 	} else {
 		ret = lmbox_store_check_usable(txn->store, true);
 	}

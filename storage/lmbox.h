@@ -148,6 +148,10 @@ int lmbox_store_reclaim(struct lmbox_store *store);
 /* One line about the last failure on this store. */
 const char *lmbox_store_errmsg(const struct lmbox_store *store);
 const char *lmbox_store_path(const struct lmbox_store *store);
+/* Make every commit so far durable (one fdatasync of lmbox.mdb, none if
+ * nothing committed since the last one or with LMBOX_FSYNC_NEVER): what a
+ * commit under lmbox_txn_defer_sync() left undone. */
+int lmbox_store_sync(struct lmbox_store *store);
 
 /* Store-wide named 64-bit counters/values (e.g. "pop3.last_login").  Names
  * up to 64 bytes.  get returns LMBOX_ERR_NOTFOUND when unset. */
@@ -393,6 +397,26 @@ struct lmbox_commit_result {
 	unsigned int uid_count;
 	unsigned int expunged;    /* messages actually expunged */
 };
+/* Write the bodies of the transaction's finished appends to segment files
+ * and make them durable (fdatasync), without the store's write lock, so
+ * that concurrent writers do this part in parallel.  Each writer appends to
+ * a segment it holds the claim (flock) of until its commit or abort; when
+ * every open segment is claimed by another writer, the remaining bodies are
+ * left for lmbox_txn_commit(), which writes them under the write lock into
+ * a new segment.  Nothing becomes visible: until the commit the bytes lie
+ * beyond their segment's committed tail.  lmbox_txn_commit() does this
+ * itself for what was not prepared; call it first to keep the writing and
+ * syncing out of a lock of the caller's (the plugin: Dovecot's index sync
+ * lock).  Appends finished after it are prepared by the commit. */
+int lmbox_txn_prepare(struct lmbox_txn *txn);
+/* Let this transaction's commit return before its last sync: LMDB's meta
+ * page (the commit record) is written but not yet synced when
+ * lmbox_txn_commit() returns, and the caller must call lmbox_store_sync()
+ * before it reports the change as durable.  The commit releases the write
+ * lock before that sync, so other writers need not wait for it (the plugin
+ * syncs after releasing Dovecot's index lock too).  A commit that kills
+ * bodies is synced before it returns all the same. */
+void lmbox_txn_defer_sync(struct lmbox_txn *txn);
 /* Apply everything atomically and free the txn (*txn = NULL, also on
  * failure).  result may be NULL. */
 int lmbox_txn_commit(struct lmbox_txn **txn, struct lmbox_commit_result *result);

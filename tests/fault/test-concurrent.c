@@ -75,9 +75,9 @@ static int parse_uidl(const char *uidl, uint32_t *writer, uint32_t *seq)
 
 static int writer_main(uint32_t w, int out_fd)
 {
-	struct lmbox_store *store = fault_open(dir, w == 0 ? LMBOX_FSYNC_ALWAYS :
-					       LMBOX_FSYNC_NEVER, 6);
-	uint32_t folder = fault_folder(store, "INBOX"), prev = 0, seq;
+	struct lmbox_store_opts sopts;
+	struct lmbox_store *store;
+	uint32_t folder, prev = 0, seq;
 	struct lmbox_append_opts opts;
 	struct lmbox_commit_result res;
 	struct lmbox_append *append;
@@ -87,6 +87,15 @@ static int writer_main(uint32_t w, int out_fd)
 	size_t len;
 	struct rec r;
 
+	lmbox_store_opts_init(&sopts);
+	sopts.flags = LMBOX_OPEN_CREATE;
+	sopts.fsync = w == 0 ? LMBOX_FSYNC_ALWAYS : LMBOX_FSYNC_NEVER;
+	/* writer 2 rotates often: segments fill, are sealed and created
+	 * while the others hold claims on theirs */
+	if (w == 2)
+		sopts.segment_max = 512 * 1024;
+	store = fault_open_opts(dir, &sopts);
+	folder = fault_folder(store, "INBOX");
 	lmbox_append_opts_init(&opts);
 	opts.uidl = uidl;
 	for (seq = 0; seq < MSGS; seq++) {
@@ -99,6 +108,10 @@ static int writer_main(uint32_t w, int out_fd)
 		CHECK_LM(store, lmbox_append_write(append, data + len / 3, len - len / 3),
 			 "append write");
 		CHECK_LM(store, lmbox_append_finish(&append), "append finish");
+		/* bodies written and synced outside the write lock, as the
+		 * plugin does; the commit does it itself otherwise */
+		if (seq % 2 == 1)
+			CHECK_LM(store, lmbox_txn_prepare(txn), "prepare");
 		CHECK_LM(store, lmbox_txn_commit(&txn, &res), "commit");
 		CHECK(res.uid_count == 1 && res.uids[0] > prev,
 		      "writer %u: commit gave UID %u after %u", w,

@@ -4,7 +4,11 @@
  * Each round forks a child that, in a loop, appends (1-3 messages per
  * commit, some large enough to spill), expunges, moves messages between
  * INBOX and Archive, and now and then compacts, reporting every commit that
- * returned through a pipe.  The parent kills it with SIGKILL after a random
+ * returned through a pipe, and a second child that only appends (its
+ * bodies written and synced outside the write lock by lmbox_txn_prepare,
+ * into a segment it holds the claim of while the first child holds
+ * another; in every fifth round it kills itself right after its first
+ * prepare).  The parent kills both with SIGKILL after a random
  * number of reports plus a random few microseconds, drains what was
  * reported before the kill, and a fresh process checks the store:
  * lmbox_check() finds 0 problems; every reported append is there with its
@@ -22,7 +26,9 @@
 #include "fault-util.h"
 
 #define ROUNDS 80
-#define MAX_MSGS 20000
+#define MAX_MSGS 100000
+/* keys per round: the writer's, then the appender's */
+#define ROUND_KEYS 1000
 #define NFOLDERS 2
 
 static const char *const folder_names[NFOLDERS] = { "INBOX", "Archive" };
@@ -156,7 +162,7 @@ static void writer_main(int fd, uint64_t seed)
 {
 	struct lmbox_store *store = fault_open(dir, round_no % 4 == 0 ?
 					       LMBOX_FSYNC_ALWAYS : LMBOX_FSYNC_NEVER, 6);
-	uint32_t folders[NFOLDERS], keys[5], key;
+	uint32_t folders[NFOLDERS], keys[5], key, limit;
 	struct fault_rng rng = { seed };
 	struct lmbox_append_opts opts;
 	struct lmbox_commit_result res;
@@ -174,7 +180,8 @@ static void writer_main(int fd, uint64_t seed)
 	opts.uidl = uidl;
 	/* The key space was handed over by the parent: next_key onwards. */
 	key = next_key;
-	for (iter = 0; iter < 5000 && key + 3 < MAX_MSGS; iter++) {
+	limit = next_key + ROUND_KEYS / 2;
+	for (iter = 0; iter < 5000 && key + 3 < limit; iter++) {
 		action = (unsigned int)fault_rng_below(&rng, 40);
 		if (action == 0) {
 			/* moves live bodies: a kill may land mid-move */
@@ -232,6 +239,48 @@ static void writer_main(int fd, uint64_t seed)
 			}
 			lmbox_commit_result_free(&res);
 		}
+	}
+	lmbox_store_close(&store);
+}
+
+/* Appends only, 1-2 messages per commit, keys from key upwards. */
+static void appender_main(int fd, uint32_t key, uint32_t limit)
+{
+	struct lmbox_store *store = fault_open(dir, round_no % 4 == 0 ?
+					       LMBOX_FSYNC_ALWAYS : LMBOX_FSYNC_NEVER, 6);
+	uint32_t inbox = fault_folder(store, folder_names[0]), keys[2];
+	struct lmbox_append_opts opts;
+	struct lmbox_commit_result res;
+	struct lmbox_append *append;
+	struct lmbox_txn *txn;
+	unsigned int i, n;
+	unsigned char *data;
+	char uidl[32];
+	size_t len;
+
+	if (round_no % 5 == 2)
+		setenv("LMBOX_TEST_KILL_AFTER_PREPARE", "1", 1);
+	lmbox_append_opts_init(&opts);
+	opts.uidl = uidl;
+	while (key + 2 < limit) {
+		n = 1 + key % 2;
+		CHECK_LM(store, lmbox_txn_begin(store, &txn), "txn begin");
+		for (i = 0; i < n; i++) {
+			keys[i] = key++;
+			snprintf(uidl, sizeof(uidl), "k%08x", keys[i]);
+			data = fault_gen_mail(keys[i], key_size(keys[i]), &len);
+			CHECK_LM(store, lmbox_append_begin(txn, inbox, &opts, &append),
+				 "append begin");
+			CHECK_LM(store, lmbox_append_write(append, data, len), "write");
+			CHECK_LM(store, lmbox_append_finish(&append), "finish");
+			free(data);
+		}
+		CHECK_LM(store, lmbox_txn_prepare(txn), "prepare");
+		CHECK_LM(store, lmbox_txn_commit(&txn, &res), "commit");
+		CHECK(res.uid_count == n, "uid_count %u", res.uid_count);
+		for (i = 0; i < n; i++)
+			send_rec(fd, 'A', keys[i], res.uids[i], 0);
+		lmbox_commit_result_free(&res);
 	}
 	lmbox_store_close(&store);
 }
@@ -308,18 +357,26 @@ int main(void)
 	uint64_t spin_us;
 	char buf[128];
 	struct rec r;
-	pid_t pid;
+	pid_t pid, apid;
+	uint32_t round_base;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	dir = fault_mkdtemp("kill9");
 	fault_rmtree_at_exit(dir);
-	for (round_no = 0; round_no < ROUNDS && next_key + 200 < MAX_MSGS; round_no++) {
+	for (round_no = 0; round_no < ROUNDS && next_key + ROUND_KEYS < MAX_MSGS; round_no++) {
 		CHECK(pipe(fds) == 0, "pipe");
 		wait_for = (unsigned int)fault_rng_below(&rng, 40);
+		round_base = next_key;
 		pid = fault_fork();
 		if (pid == 0) {
 			close(fds[0]);
 			writer_main(fds[1], fault_rng_next(&rng));
+			_exit(0);
+		}
+		apid = fault_fork();
+		if (apid == 0) {
+			close(fds[0]);
+			appender_main(fds[1], round_base + ROUND_KEYS / 2, round_base + ROUND_KEYS);
 			_exit(0);
 		}
 		close(fds[1]);
@@ -332,6 +389,8 @@ int main(void)
 			;
 		if (kill(pid, SIGKILL) == 0)
 			kills++;
+		if (kill(apid, SIGKILL) == 0)
+			kills++;
 		/* what was reported before the kill is committed */
 		while (fault_read_all(fds[0], &r, sizeof(r)) > 0)
 			apply_rec(&r);
@@ -339,8 +398,11 @@ int main(void)
 		status = fault_wait(pid);
 		CHECK(WIFSIGNALED(status) || fault_exited(status, 0), "round %u: writer %s",
 		      round_no, fault_status_str(status, buf, sizeof(buf)));
-		/* keys the killed child may have used but not reported */
-		next_key += 3;
+		status = fault_wait(apid);
+		CHECK(WIFSIGNALED(status) || fault_exited(status, 0), "round %u: appender %s",
+		      round_no, fault_status_str(status, buf, sizeof(buf)));
+		/* keys the killed children may have used but not reported */
+		next_key = round_base + ROUND_KEYS;
 		bodies = round_no % 10 == 9;
 		fault_run_child("verify after kill -9", verify_main, &bodies);
 	}
