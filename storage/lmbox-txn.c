@@ -240,6 +240,23 @@ static int lmbox_meta_copy(struct lmbox_store *store, const struct lmbox_msg_met
 	return 0;
 }
 
+/* A message record, unless an expunge earlier in this commit made it
+ * pending (then LMBOX_ERR_NOTFOUND, as if it had been deleted). */
+static int lmbox_msg_load_live(struct lmbox_wctx *ctx, uint32_t folder_id, uint32_t uid,
+			       struct lmbox_msg_meta *meta_r)
+{
+	struct lmbox_store *store = ctx->store;
+	int ret;
+
+	if ((ret = lmbox_msg_load(store, ctx->txn, folder_id, uid, meta_r)) < 0 ||
+	    ctx->pending_added == 0)
+		return ret;
+	if ((ret = lmbox_pending_get(store, ctx->txn, folder_id, uid)) <= 0)
+		return ret;
+	return lmbox_set_error(store, LMBOX_ERR_NOTFOUND,
+		"%s: no message uid %u in folder %u", store->dir, uid, folder_id);
+}
+
 /* UID assignment follows Dovecot's rule for a commit, so that dsync's
    wanted UIDs come out the same on both replicas: a wanted UID at or above
    the folder's next UID as it was when the commit started is honoured;
@@ -372,12 +389,15 @@ static int lmbox_apply_expunge(struct lmbox_wctx *ctx, struct lmbox_txn *txn,
 
 	ret = lmbox_folder_load(store, ctx->txn, op->folder_id, &folder);
 	if (ret == 0)
-		ret = lmbox_msg_load(store, ctx->txn, op->folder_id, op->uid, &meta);
+		ret = lmbox_msg_load_live(ctx, op->folder_id, op->uid, &meta);
 	if (ret == LMBOX_ERR_NOTFOUND)
 		return 0; /* already gone: nothing to do */
-	if (ret < 0 ||
-	    (ret = lmbox_msg_remove(ctx, &folder, &meta, false)) < 0 ||
-	    (ret = lmbox_folder_save(store, ctx->txn, &folder)) < 0)
+	if (ret < 0)
+		return ret;
+	/* pending: the records stay until the purge, off the caller's path */
+	ret = txn->pending_mode ? lmbox_pending_add(ctx, &folder, &meta) :
+		lmbox_msg_remove(ctx, &folder, &meta, false);
+	if (ret < 0 || (ret = lmbox_folder_save(store, ctx->txn, &folder)) < 0)
 		return ret;
 	txn->expunged++;
 	return 0;
@@ -446,7 +466,7 @@ static int lmbox_apply_modify(struct lmbox_wctx *ctx, const struct lmbox_op *op)
 	char *keywords = NULL;
 	int ret;
 
-	ret = lmbox_msg_load(store, ctx->txn, op->folder_id, op->uid, &meta);
+	ret = lmbox_msg_load_live(ctx, op->folder_id, op->uid, &meta);
 	if (ret == LMBOX_ERR_NOTFOUND)
 		return 0;
 	if (ret < 0)
@@ -501,7 +521,7 @@ static int lmbox_apply_copy_move(struct lmbox_wctx *ctx, struct lmbox_txn *txn,
 
 	ret = lmbox_folder_load(store, ctx->txn, op->folder_id, &src_folder);
 	if (ret == 0)
-		ret = lmbox_msg_load(store, ctx->txn, op->folder_id, op->uid, &meta);
+		ret = lmbox_msg_load_live(ctx, op->folder_id, op->uid, &meta);
 	if (ret == LMBOX_ERR_NOTFOUND) {
 		txn->uids[op->seq] = 0; /* source vanished */
 		return 0;
@@ -606,6 +626,11 @@ int lmbox_txn_commit(struct lmbox_txn **_txn, struct lmbox_commit_result *result
 	    (txn->uids = calloc(txn->seq_count, sizeof(*txn->uids))) == NULL) {
 		ret = lmbox_set_error(txn->store, LMBOX_ERR_NOMEM, "out of memory");
 	} else if (txn->op_count > 0) {
+		unsigned int expunges = 0;
+
+		for (unsigned int i = 0; i < txn->op_count; i++)
+			expunges += txn->ops[i].type == LMBOX_OP_EXPUNGE ? 1 : 0;
+		txn->pending_mode = lmbox_pending_wanted(txn->store, expunges);
 		ret = lmbox_write(txn->store, lmbox_txn_apply, txn);
 	} else {
 		ret = lmbox_store_check_usable(txn->store, true);
