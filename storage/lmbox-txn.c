@@ -248,8 +248,12 @@ static int lmbox_msg_load_live(struct lmbox_wctx *ctx, uint32_t folder_id, uint3
 	struct lmbox_store *store = ctx->store;
 	int ret;
 
+	/* "pending" was empty when the transaction began, and holds
+	 * nothing above pending_last: the usual ascending expunges need no
+	 * lookup */
 	if ((ret = lmbox_msg_load(store, ctx->txn, folder_id, uid, meta_r)) < 0 ||
-	    ctx->pending_added == 0)
+	    ctx->pending_added == 0 ||
+	    (((uint64_t)folder_id << 32) | uid) > ctx->pending_last)
 		return ret;
 	if ((ret = lmbox_pending_get(store, ctx->txn, folder_id, uid)) <= 0)
 		return ret;
