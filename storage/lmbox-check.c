@@ -657,16 +657,25 @@ static int lmbox_check_msgs(struct lmbox_check_ctx *ctx)
 {
 	struct lmbox_store *store = ctx->store;
 	struct lmbox_msg_meta meta;
+	struct lmbox_pending_scan pending = { NULL, UINT64_MAX };
 	MDB_cursor *cur;
 	MDB_val k, v;
 	uint32_t fid, uid;
 	int rc, ret = 0;
 
-	if ((rc = mdb_cursor_open(ctx->txn, store->env->dbi_msgs, &cur)) != 0)
+	/* a pending expunge's message keeps its records, blob and UIDL
+	 * entry until the purge, but its folder's counters no longer count
+	 * it.  (Repair runs after the purge: nothing is pending then.) */
+	if ((ret = lmbox_pending_scan_seek(store, ctx->txn, &pending, 0, 0)) < 0)
+		return ret;
+	if ((rc = mdb_cursor_open(ctx->txn, store->env->dbi_msgs, &cur)) != 0) {
+		lmbox_pending_scan_close(&pending);
 		return lmbox_check_mdb(ctx, rc, "cursor");
+	}
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && ret == 0;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		struct lmbox_check_folder *f;
+		int is_pending = 0;
 
 		if (lmbox_msg_key_decode(k.mv_data, k.mv_size, &fid, &uid) < 0) {
 			lmbox_problem(ctx, "%s: a message key is malformed", store->mdb_path);
@@ -697,15 +706,23 @@ static int lmbox_check_msgs(struct lmbox_check_ctx *ctx)
 				      fid, uid);
 			continue;
 		}
-		f->count++;
-		f->vsize += meta.virt_size;
-		f->psize += meta.phys_size;
+		if (pending.next != UINT64_MAX &&
+		    (is_pending = lmbox_pending_scan_has(store, &pending, fid, uid)) < 0) {
+			ret = is_pending;
+			break;
+		}
+		if (is_pending == 0) {
+			f->count++;
+			f->vsize += meta.virt_size;
+			f->psize += meta.phys_size;
+		}
 		if (uid > f->max_uid)
 			f->max_uid = uid;
 		lmbox_check_blob(ctx, &meta, lmbox_check_seg_find(ctx, meta.seg_id));
 		ret = lmbox_check_uidl_entry(ctx, &meta);
 	}
 	mdb_cursor_close(cur);
+	lmbox_pending_scan_close(&pending);
 	if (ret == 0 && rc != MDB_NOTFOUND)
 		ret = lmbox_check_mdb(ctx, rc, "reading messages");
 	return ret;
@@ -903,6 +920,39 @@ static int lmbox_check_segments(struct lmbox_check_ctx *ctx)
 	return 0;
 }
 
+/* Pending expunges: well-formed, of messages that exist.  (A read-only
+ * check only: repair and every other write apply them first.) */
+static int lmbox_check_pending(struct lmbox_check_ctx *ctx)
+{
+	struct lmbox_store *store = ctx->store;
+	struct lmbox_msg_meta meta;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	uint32_t fid, uid;
+	int rc;
+
+	if (!store->env->has_pending || !lmbox_pending_nonempty(store, ctx->txn))
+		return 0;
+	if ((rc = mdb_cursor_open(ctx->txn, store->env->dbi_pending, &cur)) != 0)
+		return lmbox_check_mdb(ctx, rc, "cursor");
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (lmbox_msg_key_decode(k.mv_data, k.mv_size, &fid, &uid) < 0 ||
+		    lmbox_pending_rec_decode(v.mv_data, v.mv_size) < 0) {
+			lmbox_problem(ctx, "%s: a pending expunge record is malformed",
+				      store->mdb_path);
+			continue;
+		}
+		if (lmbox_msg_load(store, ctx->txn, fid, uid, &meta) == LMBOX_ERR_NOTFOUND)
+			lmbox_problem(ctx, "folder %u uid %u: pending expunge of a message "
+				      "that does not exist", fid, uid);
+	}
+	mdb_cursor_close(cur);
+	if (rc != MDB_NOTFOUND)
+		return lmbox_check_mdb(ctx, rc, "checking pending expunges");
+	return 0;
+}
+
 static int lmbox_check_reclaim(struct lmbox_check_ctx *ctx)
 {
 	struct lmbox_store *store = ctx->store;
@@ -948,7 +998,8 @@ static int lmbox_check_run(struct lmbox_check_ctx *ctx)
 	    (ret = lmbox_check_blobs(ctx)) < 0 ||
 	    (ret = lmbox_check_counters(ctx)) < 0 ||
 	    (ret = lmbox_check_segments(ctx)) < 0 ||
-	    (ret = lmbox_check_reclaim(ctx)) < 0)
+	    (ret = lmbox_check_reclaim(ctx)) < 0 ||
+	    (ret = lmbox_check_pending(ctx)) < 0)
 		return ret;
 	return 0;
 }
@@ -962,6 +1013,7 @@ static int lmbox_check_mdb_walk_child(const char *path)
 	static const char *const dbs[] = {
 		LMBOX_DB_META, LMBOX_DB_VALUES, LMBOX_DB_FOLDERS, LMBOX_DB_NAMES,
 		LMBOX_DB_MSGS, LMBOX_DB_UIDLS, LMBOX_DB_SEGS, LMBOX_DB_RECLAIM,
+		LMBOX_DB_BLOBS, LMBOX_DB_PENDING,
 	};
 	MDB_env *env;
 	MDB_txn *txn;
@@ -979,6 +1031,10 @@ static int lmbox_check_mdb_walk_child(const char *path)
 	for (size_t i = 0; i <= sizeof(dbs) / sizeof(dbs[0]); i++) {
 		/* i == count: the main DB, which names the others */
 		rc = mdb_dbi_open(txn, i < sizeof(dbs) / sizeof(dbs[0]) ? dbs[i] : NULL, 0, &dbi);
+		/* stores from before the newer databases have none */
+		if (rc == MDB_NOTFOUND && i < sizeof(dbs) / sizeof(dbs[0]) &&
+		    (strcmp(dbs[i], LMBOX_DB_BLOBS) == 0 || strcmp(dbs[i], LMBOX_DB_PENDING) == 0))
+			continue;
 		if (rc != 0 || mdb_cursor_open(txn, dbi, &cur) != 0)
 			return 1;
 		for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;

@@ -313,6 +313,22 @@ int lmbox_reclaim_rec_decode(const void *buf, size_t len, struct lmbox_reclaim_r
 	return 0;
 }
 
+void lmbox_pending_rec_encode(unsigned char buf[LMBOX_PENDING_REC_SIZE])
+{
+	memset(buf, 0, LMBOX_PENDING_REC_SIZE);
+	buf[0] = LMBOX_PENDING_REC_VERSION;
+}
+
+int lmbox_pending_rec_decode(const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+
+	if (len != LMBOX_PENDING_REC_SIZE || p[0] != LMBOX_PENDING_REC_VERSION ||
+	    p[1] != 0 || p[2] != 0 || p[3] != 0)
+		return LMBOX_ERR_CORRUPT;
+	return 0;
+}
+
 void lmbox_blob_rec_encode(const struct lmbox_blob_rec *rec, unsigned char buf[LMBOX_BLOB_REC_SIZE])
 {
 	memset(buf, 0, LMBOX_BLOB_REC_SIZE);

@@ -21,6 +21,8 @@
 #define LMBOX_DB_SEGS     "segs"     /* seg_id -> segment record */
 #define LMBOX_DB_RECLAIM  "reclaim"  /* (seg_id, offset) -> reclaim record */
 #define LMBOX_DB_BLOBS    "blobs"    /* (seg_id, offset) -> blob record: live blobs */
+#define LMBOX_DB_PENDING  "pending"  /* (folder_id, uid) -> pending record: expunged,
+                                        records not deleted yet (lmbox-pending.c) */
 
 /* Keys of LMBOX_DB_META. */
 #define LMBOX_META_FORMAT         "format"          /* u32 format version */
@@ -46,6 +48,8 @@
 #define LMBOX_RECLAIM_REC_SIZE 16
 #define LMBOX_BLOB_REC_VERSION 1
 #define LMBOX_BLOB_REC_SIZE 24
+#define LMBOX_PENDING_REC_VERSION 1
+#define LMBOX_PENDING_REC_SIZE 4
 
 #define LMBOX_SEG_MAGIC "LMBOXSEG"
 #define LMBOX_SEG_VERSION 1
@@ -167,6 +171,10 @@ int lmbox_reclaim_rec_decode(const void *buf, size_t len, struct lmbox_reclaim_r
 
 void lmbox_blob_rec_encode(const struct lmbox_blob_rec *rec, unsigned char buf[LMBOX_BLOB_REC_SIZE]);
 int lmbox_blob_rec_decode(const void *buf, size_t len, struct lmbox_blob_rec *rec_r);
+
+/* Pending-expunge record: a version byte and zeros (the key says it all). */
+void lmbox_pending_rec_encode(unsigned char buf[LMBOX_PENDING_REC_SIZE]);
+int lmbox_pending_rec_decode(const void *buf, size_t len);
 
 void lmbox_blob_hdr_encode(const struct lmbox_blob_hdr *hdr, unsigned char buf[LMBOX_BLOB_HDR_SIZE]);
 int lmbox_blob_hdr_decode(const void *buf, size_t len, struct lmbox_blob_hdr *hdr_r);

@@ -199,8 +199,11 @@ static void lmbox_wctx_init(struct lmbox_wctx *ctx, struct lmbox_store *store)
 
 /* Run fn inside one LMDB write transaction and commit it.  fn must be a
  * pure function of its context and the database: on MDB_MAP_FULL the
- * transaction is aborted, the map doubled and fn called again. */
-int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
+ * transaction is aborted, the map doubled and fn called again.  Unless
+ * !purge, expunges left pending (lmbox-pending.c) are applied first, in
+ * the same transaction: fn never sees a pending message. */
+static int lmbox_write_real(struct lmbox_store *store, lmbox_write_fn *fn, void *context,
+			    bool purge)
 {
 	struct lmbox_wctx ctx;
 	bool released = false, commit_nospace;
@@ -222,7 +225,9 @@ int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
 				"%s: cannot begin write transaction", store->mdb_path);
 		}
 		commit_nospace = false;
-		ret = fn(&ctx, context);
+		ret = purge ? lmbox_pending_purge(&ctx) : 0;
+		if (ret == 0)
+			ret = fn(&ctx, context);
 		if (ret == 0)
 			ret = lmbox_reclaim_forget_done(&ctx);
 		if (ret == 0)
@@ -296,4 +301,14 @@ int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
 		lmbox_mdb_trim(store);
 	lmbox_wctx_free(&ctx);
 	return ret;
+}
+
+int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
+{
+	return lmbox_write_real(store, fn, context, true);
+}
+
+int lmbox_write_nopurge(struct lmbox_store *store, lmbox_write_fn *fn, void *context)
+{
+	return lmbox_write_real(store, fn, context, false);
 }

@@ -106,43 +106,55 @@ int lmbox_msg_add(struct lmbox_wctx *ctx, struct lmbox_folder_info *folder,
 	return lmbox_folder_touched(ctx, folder);
 }
 
-int lmbox_msg_remove(struct lmbox_wctx *ctx, struct lmbox_folder_info *folder,
-		     const struct lmbox_msg_meta *meta, bool keep_blob)
+int lmbox_msg_unlink(struct lmbox_wctx *ctx, const struct lmbox_msg_meta *meta,
+		     bool keep_blob)
 {
 	struct lmbox_store *store = ctx->store;
 	unsigned char key[8], ukey[4 + LMBOX_MAX_UIDL_LEN], uidbuf[4];
 	MDB_val k = { 8, key }, v = { 4, uidbuf };
 	uint32_t seg_id = meta->seg_id;
 	uint64_t seg_offset = meta->seg_offset, stored = meta->stored_size;
-	int rc, ret;
+	int rc;
 
 	/* the UIDL key first: meta->uidl points into the record we delete */
 	k.mv_data = ukey;
-	k.mv_size = lmbox_uidl_key_encode(ukey, folder->id, meta->uidl);
+	k.mv_size = lmbox_uidl_key_encode(ukey, meta->folder_id, meta->uidl);
 	lmbox_put_be32(uidbuf, meta->uid);
 	rc = mdb_del(ctx->txn, store->env->dbi_uidls, &k, &v);
 	if (rc != 0 && rc != MDB_NOTFOUND) {
-		return lmbox_set_mdb_error(store, rc, "%s: unindexing UIDL of uid %u in folder \"%s\"",
-					   store->dir, meta->uid, folder->name);
+		return lmbox_set_mdb_error(store, rc, "%s: unindexing UIDL of uid %u in folder %u",
+					   store->dir, meta->uid, meta->folder_id);
 	}
-	lmbox_msg_key_encode(key, folder->id, meta->uid);
+	lmbox_msg_key_encode(key, meta->folder_id, meta->uid);
 	k.mv_data = key;
 	k.mv_size = 8;
 	if ((rc = mdb_del(ctx->txn, store->env->dbi_msgs, &k, NULL)) != 0) {
-		return lmbox_set_mdb_error(store, rc, "%s: deleting uid %u in folder \"%s\"",
-					   store->dir, meta->uid, folder->name);
+		return lmbox_set_mdb_error(store, rc, "%s: deleting uid %u in folder %u",
+					   store->dir, meta->uid, meta->folder_id);
 	}
-	/* counters never wrap: a corrupt total is repaired by lmbox_check */
-	folder->count = folder->count > 0 ? folder->count - 1 : 0;
-	folder->vsize_total = folder->vsize_total >= meta->virt_size ?
-		folder->vsize_total - meta->virt_size : 0;
-	folder->psize_total = folder->psize_total >= meta->phys_size ?
-		folder->psize_total - meta->phys_size : 0;
-	if ((ret = lmbox_folder_touched(ctx, folder)) < 0)
-		return ret;
 	if (!keep_blob)
 		return lmbox_wseg_blob_dead(ctx, seg_id, seg_offset, stored);
 	return 0;
+}
+
+int lmbox_msg_remove(struct lmbox_wctx *ctx, struct lmbox_folder_info *folder,
+		     const struct lmbox_msg_meta *meta, bool keep_blob)
+{
+	uint64_t virt = meta->virt_size, phys = meta->phys_size;
+	int ret;
+
+	if (meta->folder_id != folder->id) {
+		return lmbox_set_error(ctx->store, LMBOX_ERR_INVALID,
+			"%s: uid %u is of folder %u, not %u", ctx->store->dir,
+			meta->uid, meta->folder_id, folder->id);
+	}
+	if ((ret = lmbox_msg_unlink(ctx, meta, keep_blob)) < 0)
+		return ret;
+	/* counters never wrap: a corrupt total is repaired by lmbox_check */
+	folder->count = folder->count > 0 ? folder->count - 1 : 0;
+	folder->vsize_total = folder->vsize_total >= virt ? folder->vsize_total - virt : 0;
+	folder->psize_total = folder->psize_total >= phys ? folder->psize_total - phys : 0;
+	return lmbox_folder_touched(ctx, folder);
 }
 
 const char *lmbox_meta_next_keyword(const struct lmbox_msg_meta *meta, const char *pos)

@@ -49,6 +49,10 @@ struct lmbox_env {
 	MDB_env *env;
 	MDB_dbi dbi_meta, dbi_values, dbi_folders, dbi_names;
 	MDB_dbi dbi_msgs, dbi_uidls, dbi_segs, dbi_reclaim, dbi_blobs;
+	/* "pending" (expunges not applied yet, lmbox-pending.c); a store
+	 * from before it, opened read-only, has none: has_pending = false */
+	MDB_dbi dbi_pending;
+	bool has_pending;
 	unsigned int refcount;
 	/* Internal walks (lmbox_check) that hold cursors or pointers into
 	 * the map across calls: the map is not resized while any is on. */
@@ -94,6 +98,7 @@ struct lmbox_reader {
 	struct lmbox_store *store;
 	MDB_txn *txn;
 	unsigned int txn_gen;      /* bumped by every refresh */
+	bool pending;              /* the snapshot has pending expunges */
 	struct lmbox_arena_chunk *arena;
 };
 
@@ -142,6 +147,10 @@ struct lmbox_wctx {
 
 	uint32_t *folders;        /* folders changed: change_counter++ once */
 	unsigned int folder_count, folder_alloc;
+
+	/* pending expunges this transaction recorded (lmbox-pending.c) */
+	unsigned int pending_added;
+	uint64_t pending_last;    /* highest key put, (folder_id << 32) | uid */
 };
 
 /* A finished append waiting for commit: its stored (compressed) bytes are
@@ -200,6 +209,8 @@ struct lmbox_txn {
 	/* segments claimed by lmbox_txn_prepare(), held until the end */
 	struct lmbox_claim *claims;
 	unsigned int claim_count, claim_alloc;
+	/* expunges go to "pending" (lmbox-pending.c) */
+	bool pending_mode;
 	/* filled by the commit */
 	uint32_t *uids;
 	unsigned int expunged;
@@ -232,6 +243,8 @@ int lmbox_write(struct lmbox_store *store, lmbox_write_fn *fn, void *context);
  * but leaves the meta page to the next sync.  This makes every commit up to
  * the newest one durable (no-op if this process synced that one already). */
 int lmbox_env_sync(struct lmbox_store *store);
+/* The same without applying pending expunges first (an unsynced write). */
+int lmbox_write_nopurge(struct lmbox_store *store, lmbox_write_fn *fn, void *context);
 int lmbox_meta_get_u32(struct lmbox_store *store, MDB_txn *txn, const char *key,
 		       uint32_t *value_r);
 int lmbox_meta_put_u32(struct lmbox_store *store, MDB_txn *txn, const char *key,
@@ -259,6 +272,42 @@ int lmbox_densify(struct lmbox_store *store);
  * and don't replace the store's last error. */
 void lmbox_densify_after_deletes(struct lmbox_store *store);
 
+/* lmbox-pending.c */
+/* Expunges of at least this many messages in one commit (of a store
+ * opened with LMBOX_OPEN_DEFER_RECLAIM) go to the "pending" database;
+ * LMBOX_TEST_PENDING_MIN overrides it. */
+#define LMBOX_PENDING_MIN_EXPUNGES 32
+/* Whether a commit with this many expunges takes the pending path. */
+bool lmbox_pending_wanted(struct lmbox_store *store, unsigned int expunges);
+/* true if txn's snapshot has pending expunges (or it cannot tell) */
+bool lmbox_pending_nonempty(struct lmbox_store *store, MDB_txn *txn);
+/* 1 if (folder_id, uid) is pending in txn, 0 if not, <0 error. */
+int lmbox_pending_get(struct lmbox_store *store, MDB_txn *txn, uint32_t folder_id,
+		      uint32_t uid);
+/* Expunge a message the cheap way: counters now, records at the purge. */
+int lmbox_pending_add(struct lmbox_wctx *ctx, struct lmbox_folder_info *folder,
+		      const struct lmbox_msg_meta *meta);
+/* Apply every pending expunge (delete the records, kill the blobs) and
+ * empty "pending", inside ctx's transaction.  Run at the start of every
+ * write transaction. */
+int lmbox_pending_purge(struct lmbox_wctx *ctx);
+/* The same in a write transaction of its own, if anything is pending. */
+int lmbox_pending_purge_now(struct lmbox_store *store);
+/* Merge-join of a folder walk in key order with "pending". */
+struct lmbox_pending_scan {
+	MDB_cursor *cur;          /* NULL: nothing pending at or after the seek */
+	uint64_t next;            /* next pending key at or after the position,
+	                             UINT64_MAX = none */
+};
+/* Position at the first pending key >= (folder_id, uid); closes a cursor
+ * the scan had.  Only in read transactions. */
+int lmbox_pending_scan_seek(struct lmbox_store *store, MDB_txn *txn,
+			    struct lmbox_pending_scan *scan, uint32_t folder_id, uint32_t uid);
+/* 1 if (folder_id, uid) is pending; keys must come in ascending order. */
+int lmbox_pending_scan_has(struct lmbox_store *store, struct lmbox_pending_scan *scan,
+			   uint32_t folder_id, uint32_t uid);
+void lmbox_pending_scan_close(struct lmbox_pending_scan *scan);
+
 /* lmbox-check.c */
 /* Rebuild the "blobs" index from the message records. */
 int lmbox_blobs_rebuild(struct lmbox_store *store, MDB_txn *txn);
@@ -281,6 +330,9 @@ int lmbox_msg_save(struct lmbox_store *store, MDB_txn *txn,
  * dead unless keep_blob (a move). */
 int lmbox_msg_remove(struct lmbox_wctx *ctx, struct lmbox_folder_info *folder,
 		     const struct lmbox_msg_meta *meta, bool keep_blob);
+/* Only the records: UIDL entry, message record, blob (dead); no counters. */
+int lmbox_msg_unlink(struct lmbox_wctx *ctx, const struct lmbox_msg_meta *meta,
+		     bool keep_blob);
 /* Add a message record + UIDL entry + counters to folder. */
 int lmbox_msg_add(struct lmbox_wctx *ctx, struct lmbox_folder_info *folder,
 		  struct lmbox_msg_meta *meta);

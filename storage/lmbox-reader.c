@@ -85,6 +85,7 @@ int lmbox_reader_begin(struct lmbox_store *store, struct lmbox_reader **reader_r
 		free(reader);
 		return ret;
 	}
+	reader->pending = lmbox_pending_nonempty(store, reader->txn);
 	*reader_r = reader;
 	return 0;
 }
@@ -112,19 +113,24 @@ int lmbox_reader_refresh(struct lmbox_reader *reader)
 		return ret;
 	lmbox_arena_free(reader);
 	reader->txn_gen++;
-	if (reader->txn == NULL)
-		return lmbox_rtxn_begin(store, &reader->txn);
-	mdb_txn_reset(reader->txn);
-	rc = mdb_txn_renew(reader->txn);
-	if (rc == 0)
-		return 0;
-	mdb_txn_abort(reader->txn);
-	reader->txn = NULL;
-	if (rc == MDB_MAP_RESIZED) {
-		/* another process grew the map: adopt it and start over */
-		return lmbox_rtxn_begin(store, &reader->txn);
+	if (reader->txn != NULL) {
+		mdb_txn_reset(reader->txn);
+		rc = mdb_txn_renew(reader->txn);
+		if (rc != 0) {
+			mdb_txn_abort(reader->txn);
+			reader->txn = NULL;
+			/* MDB_MAP_RESIZED: another process grew the map;
+			 * adopt it and start over */
+			if (rc != MDB_MAP_RESIZED) {
+				return lmbox_set_mdb_error(store, rc,
+					"%s: cannot renew read transaction", store->dir);
+			}
+		}
 	}
-	return lmbox_set_mdb_error(store, rc, "%s: cannot renew read transaction", store->dir);
+	if (reader->txn == NULL && (ret = lmbox_rtxn_begin(store, &reader->txn)) < 0)
+		return ret;
+	reader->pending = lmbox_pending_nonempty(store, reader->txn);
+	return 0;
 }
 
 static int lmbox_reader_check(struct lmbox_reader *reader)
@@ -172,7 +178,47 @@ int lmbox_reader_msg(struct lmbox_reader *reader, uint32_t folder_id,
 	if ((ret = lmbox_reader_check(reader)) < 0 ||
 	    (ret = lmbox_msg_load(reader->store, reader->txn, folder_id, uid, meta_r)) < 0)
 		return ret;
+	/* an expunge not yet applied to the records: gone */
+	if (reader->pending &&
+	    (ret = lmbox_pending_get(reader->store, reader->txn, folder_id, uid)) != 0) {
+		return ret < 0 ? ret : lmbox_set_error(reader->store, LMBOX_ERR_NOTFOUND,
+			"%s: no message uid %u in folder %u", reader->store->dir, uid, folder_id);
+	}
 	return lmbox_reader_own_meta(reader, meta_r);
+}
+
+/* The lowest UID with this UIDL whose expunge is not pending. */
+static int lmbox_reader_uidl_live(struct lmbox_reader *reader, uint32_t folder_id,
+				  const char *uidl, MDB_val *k, uint32_t *uid_r)
+{
+	struct lmbox_store *store = reader->store;
+	MDB_cursor *cur;
+	MDB_val v;
+	int rc, ret = 0;
+
+	if ((rc = mdb_cursor_open(reader->txn, store->env->dbi_uidls, &cur)) != 0)
+		return lmbox_set_mdb_error(store, rc, "%s: cursor", store->dir);
+	for (rc = mdb_cursor_get(cur, k, &v, MDB_SET_KEY); rc == 0;
+	     rc = mdb_cursor_get(cur, k, &v, MDB_NEXT_DUP)) {
+		if (lmbox_u32_key_decode(v.mv_data, v.mv_size, uid_r) < 0 || *uid_r == 0) {
+			ret = lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+				"%s: UIDL index entry \"%s\" of folder %u is malformed",
+				store->mdb_path, uidl, folder_id);
+			break;
+		}
+		if ((ret = lmbox_pending_get(store, reader->txn, folder_id, *uid_r)) <= 0)
+			break;
+	}
+	mdb_cursor_close(cur);
+	if (ret < 0)
+		return ret;
+	if (rc == MDB_NOTFOUND) {
+		return lmbox_set_error(store, LMBOX_ERR_NOTFOUND,
+			"%s: no message with UIDL \"%s\" in folder %u", store->dir, uidl, folder_id);
+	}
+	if (rc != 0)
+		return lmbox_set_mdb_error(store, rc, "%s: UIDL lookup", store->dir);
+	return 0;
 }
 
 int lmbox_reader_uidl(struct lmbox_reader *reader, uint32_t folder_id,
@@ -206,7 +252,9 @@ int lmbox_reader_uidl(struct lmbox_reader *reader, uint32_t folder_id,
 			"%s: UIDL index entry \"%s\" of folder %u is malformed",
 			store->mdb_path, uidl, folder_id);
 	}
-	return 0;
+	if (!reader->pending)
+		return 0;
+	return lmbox_reader_uidl_live(reader, folder_id, uidl, &k, uid_r);
 }
 
 /* ------------------------------------------------------------ iteration */
@@ -223,6 +271,7 @@ struct lmbox_msg_iter {
 	unsigned int corrupt;   /* malformed records skipped */
 	bool started, done;
 	bool borrow;            /* hand out pointers into the map */
+	struct lmbox_pending_scan pending; /* expunged, records not deleted yet */
 };
 
 int lmbox_msg_iter_init(struct lmbox_reader *reader, uint32_t folder_id,
@@ -247,6 +296,7 @@ int lmbox_msg_iter_init(struct lmbox_reader *reader, uint32_t folder_id,
 	iter->txn_gen = reader->txn_gen;
 	iter->folder_id = folder_id;
 	iter->from_uid = from_uid == 0 ? 1 : from_uid;
+	iter->pending.next = UINT64_MAX;
 	*iter_r = iter;
 	return 0;
 }
@@ -285,6 +335,11 @@ int lmbox_msg_iter_next(struct lmbox_msg_iter *iter, struct lmbox_msg_meta *meta
 next:
 	if (!iter->started) {
 		iter->started = true;
+		/* pending expunges of the folder: merged with the walk */
+		rc = lmbox_pending_scan_seek(store, iter->reader->txn, &iter->pending,
+					     iter->folder_id, iter->from_uid);
+		if (rc < 0)
+			return rc;
 		lmbox_msg_key_encode(key, iter->folder_id, iter->from_uid);
 		k.mv_data = key;
 		k.mv_size = 8;
@@ -307,6 +362,13 @@ next:
 		return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
 			"%s: a message key of folder %u is malformed",
 			store->mdb_path, iter->folder_id);
+	if (iter->pending.next != UINT64_MAX &&
+	    (rc = lmbox_pending_scan_has(store, &iter->pending, fid, uid)) != 0) {
+		if (rc < 0)
+			return rc;
+		iter->last_uid = uid;
+		goto next;
+	}
 	if (lmbox_msg_decode(v.mv_data, v.mv_size, meta_r) < 0) {
 		/* One damaged record must not make the folder's other
 		   messages unreachable: skip it, count it, and leave the
@@ -343,7 +405,9 @@ void lmbox_msg_iter_deinit(struct lmbox_msg_iter **_iter)
 	if (iter == NULL)
 		return;
 	*_iter = NULL;
-	if (lmbox_same_process(iter->reader->store))
+	if (lmbox_same_process(iter->reader->store)) {
 		mdb_cursor_close(iter->cursor);
+		lmbox_pending_scan_close(&iter->pending);
+	}
 	free(iter);
 }

@@ -241,7 +241,7 @@ void lmbox_reclaim_run(struct lmbox_store *store,
 		 * the next open: it need not be synced. */
 		if (nosync)
 			mdb_env_set_flags(store->env->env, MDB_NOSYNC, 1);
-		(void)lmbox_write(store, lmbox_reclaim_done_fn, &done);
+		(void)lmbox_write_nopurge(store, lmbox_reclaim_done_fn, &done);
 		if (nosync)
 			mdb_env_set_flags(store->env->env, MDB_NOSYNC, 0);
 	}
@@ -331,6 +331,10 @@ int lmbox_store_reclaim(struct lmbox_store *store)
 		return ret;
 	if (store->env->rdonly || (store->opts.flags & LMBOX_OPEN_RDONLY) != 0)
 		return 0;
+	/* expunges committed as pending (a POP3 QUIT's): delete their
+	 * records now, which records their blobs for the reclaim below */
+	if ((ret = lmbox_pending_purge_now(store)) < 0)
+		return ret;
 	for (int pass = 0; pass < 2; pass++) {
 		if ((ret = lmbox_reclaim_collect(store, &items, &count, &alloc)) < 0)
 			return ret;

@@ -162,6 +162,7 @@ static const struct {
 	{ LMBOX_DB_SEGS, offsetof(struct lmbox_env, dbi_segs), 0 },
 	{ LMBOX_DB_RECLAIM, offsetof(struct lmbox_env, dbi_reclaim), 0 },
 	{ LMBOX_DB_BLOBS, offsetof(struct lmbox_env, dbi_blobs), 0 },
+	{ LMBOX_DB_PENDING, offsetof(struct lmbox_env, dbi_pending), 0 },
 };
 
 /* Open the databases and check the format.  write = false: a read-only
@@ -198,8 +199,13 @@ static int lmbox_env_init_dbs_txn(struct lmbox_store *store, struct lmbox_env *e
 					  lmbox_dbs[i].flags | MDB_CREATE, dbi);
 			created_blobs = created_blobs || dbi == &env->dbi_blobs;
 		}
+		if (rc == MDB_NOTFOUND && dbi == &env->dbi_pending && env->rdonly) {
+			/* a store from before it, read-only: nothing is pending */
+			continue;
+		}
 		if (rc == MDB_NOTFOUND) {
-			if (!write && !env->rdonly && (create || dbi == &env->dbi_blobs)) {
+			if (!write && !env->rdonly && (create || dbi == &env->dbi_blobs ||
+						       dbi == &env->dbi_pending)) {
 				ret = 1;
 				goto out;
 			}
@@ -213,6 +219,8 @@ static int lmbox_env_init_dbs_txn(struct lmbox_store *store, struct lmbox_env *e
 						  store->mdb_path, lmbox_dbs[i].name);
 			goto out;
 		}
+		if (dbi == &env->dbi_pending)
+			env->has_pending = true;
 	}
 	/* the env's dbis must be set before the meta helpers are used */
 	ret = lmbox_meta_get_u32(store, txn, LMBOX_META_FORMAT, &format);
@@ -227,7 +235,7 @@ static int lmbox_env_init_dbs_txn(struct lmbox_store *store, struct lmbox_env *e
 			ret = 1;
 			goto out;
 		}
-		format = LMBOX_FORMAT_VERSION;
+		format = LMBOX_FORMAT_BASE;
 		if ((ret = lmbox_meta_put_u32(store, txn, LMBOX_META_FORMAT, format)) < 0 ||
 		    (ret = lmbox_meta_put_u32(store, txn, LMBOX_META_NEXT_FOLDER_ID, 1)) < 0 ||
 		    (ret = lmbox_meta_put_u32(store, txn, LMBOX_META_NEXT_SEG_ID, 1)) < 0 ||

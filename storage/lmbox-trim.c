@@ -109,12 +109,14 @@ static int lmbox_mdb_pages_in_use(struct lmbox_env *env, MDB_txn *txn, uint64_t 
 	MDB_dbi dbis[] = {
 		LMBOX_FREE_DBI, LMBOX_MAIN_DBI, env->dbi_meta, env->dbi_values,
 		env->dbi_folders, env->dbi_names, env->dbi_msgs, env->dbi_uidls,
-		env->dbi_segs, env->dbi_reclaim, env->dbi_blobs,
+		env->dbi_segs, env->dbi_reclaim, env->dbi_blobs, env->dbi_pending,
 	};
+	/* a store without "pending" (opened read-only) has one dbi less */
+	size_t ndbis = sizeof(dbis) / sizeof(dbis[0]) - (env->has_pending ? 0 : 1);
 	uint64_t pages = 2; /* the two meta pages */
 	MDB_stat st;
 
-	for (size_t i = 0; i < sizeof(dbis) / sizeof(dbis[0]); i++) {
+	for (size_t i = 0; i < ndbis; i++) {
 		if (mdb_stat(txn, dbis[i], &st) != 0)
 			return -1;
 		pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;

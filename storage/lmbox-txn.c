@@ -254,6 +254,27 @@ static int lmbox_meta_copy(struct lmbox_store *store, const struct lmbox_msg_met
 	return 0;
 }
 
+/* A message record, unless an expunge earlier in this commit made it
+ * pending (then LMBOX_ERR_NOTFOUND, as if it had been deleted). */
+static int lmbox_msg_load_live(struct lmbox_wctx *ctx, uint32_t folder_id, uint32_t uid,
+			       struct lmbox_msg_meta *meta_r)
+{
+	struct lmbox_store *store = ctx->store;
+	int ret;
+
+	/* "pending" was empty when the transaction began, and holds
+	 * nothing above pending_last: the usual ascending expunges need no
+	 * lookup */
+	if ((ret = lmbox_msg_load(store, ctx->txn, folder_id, uid, meta_r)) < 0 ||
+	    ctx->pending_added == 0 ||
+	    (((uint64_t)folder_id << 32) | uid) > ctx->pending_last)
+		return ret;
+	if ((ret = lmbox_pending_get(store, ctx->txn, folder_id, uid)) <= 0)
+		return ret;
+	return lmbox_set_error(store, LMBOX_ERR_NOTFOUND,
+		"%s: no message uid %u in folder %u", store->dir, uid, folder_id);
+}
+
 /* UID assignment follows Dovecot's rule for a commit, so that dsync's
    wanted UIDs come out the same on both replicas: a wanted UID at or above
    the folder's next UID as it was when the commit started is honoured;
@@ -399,15 +420,99 @@ static int lmbox_apply_expunge(struct lmbox_wctx *ctx, struct lmbox_txn *txn,
 
 	ret = lmbox_folder_load(store, ctx->txn, op->folder_id, &folder);
 	if (ret == 0)
-		ret = lmbox_msg_load(store, ctx->txn, op->folder_id, op->uid, &meta);
+		ret = lmbox_msg_load_live(ctx, op->folder_id, op->uid, &meta);
 	if (ret == LMBOX_ERR_NOTFOUND)
 		return 0; /* already gone: nothing to do */
-	if (ret < 0 ||
-	    (ret = lmbox_msg_remove(ctx, &folder, &meta, false)) < 0 ||
+	if (ret < 0)
+		return ret;
+	if ((ret = lmbox_msg_remove(ctx, &folder, &meta, false)) < 0 ||
 	    (ret = lmbox_folder_save(store, ctx->txn, &folder)) < 0)
 		return ret;
 	txn->expunged++;
 	return 0;
+}
+
+/* A run of expunges that go to "pending" (txn->ops[*i] on): each folder
+ * record is loaded and saved once per run of its messages, not once per
+ * message, and the records are looked up with one cursor, which LMDB
+ * moves within the current leaf when the next key is there (UIDs come in
+ * order).  Ends at the first other operation; *i is left on it. */
+static int lmbox_apply_expunge_run(struct lmbox_wctx *ctx, struct lmbox_txn *txn,
+				   unsigned int *i)
+{
+	struct lmbox_store *store = ctx->store;
+	struct lmbox_folder_info folder;
+	struct lmbox_msg_meta meta;
+	unsigned char key[8];
+	MDB_cursor *cur;
+	MDB_val k, v;
+	bool have_folder = false, folder_gone = false;
+	int rc, ret = 0;
+
+	if ((rc = mdb_cursor_open(ctx->txn, store->env->dbi_msgs, &cur)) != 0)
+		return lmbox_set_mdb_error(store, rc, "%s: cursor", store->dir);
+	for (; *i < txn->op_count && txn->ops[*i].type == LMBOX_OP_EXPUNGE; (*i)++) {
+		const struct lmbox_op *op = &txn->ops[*i];
+		uint64_t key64 = ((uint64_t)op->folder_id << 32) | op->uid;
+
+		if ((have_folder || folder_gone) && folder.id != op->folder_id) {
+			if (have_folder &&
+			    (ret = lmbox_folder_save(store, ctx->txn, &folder)) < 0)
+				break;
+			have_folder = folder_gone = false;
+		}
+		if (!have_folder && !folder_gone) {
+			ret = lmbox_folder_load(store, ctx->txn, op->folder_id, &folder);
+			if (ret == LMBOX_ERR_NOTFOUND) {
+				folder.id = op->folder_id;
+				folder_gone = true;
+				ret = 0;
+			} else if (ret < 0) {
+				break;
+			} else {
+				have_folder = true;
+			}
+		}
+		if (folder_gone)
+			continue; /* already gone: nothing to do */
+		/* expunged earlier in this commit (keys above pending_last
+		 * cannot be: "pending" was empty when it began) */
+		if (ctx->pending_added > 0 && key64 <= ctx->pending_last) {
+			if ((ret = lmbox_pending_get(store, ctx->txn, op->folder_id,
+						     op->uid)) < 0)
+				break;
+			if (ret > 0) {
+				ret = 0;
+				continue;
+			}
+		}
+		lmbox_msg_key_encode(key, op->folder_id, op->uid);
+		k.mv_data = key;
+		k.mv_size = sizeof(key);
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+		if (rc == MDB_NOTFOUND)
+			continue; /* already gone */
+		if (rc != 0) {
+			ret = lmbox_set_mdb_error(store, rc, "%s: reading message %u/%u",
+						  store->dir, op->folder_id, op->uid);
+			break;
+		}
+		if (lmbox_msg_decode(v.mv_data, v.mv_size, &meta) < 0) {
+			ret = lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+				"%s: record of message uid %u in folder %u is malformed",
+				store->mdb_path, op->uid, op->folder_id);
+			break;
+		}
+		meta.folder_id = op->folder_id;
+		meta.uid = op->uid;
+		if ((ret = lmbox_pending_add(ctx, &folder, &meta)) < 0)
+			break;
+		txn->expunged++;
+	}
+	mdb_cursor_close(cur);
+	if (ret == 0 && have_folder)
+		ret = lmbox_folder_save(store, ctx->txn, &folder);
+	return ret;
 }
 
 static int lmbox_keywords_modify(struct lmbox_store *store, const struct lmbox_msg_meta *meta,
@@ -473,7 +578,7 @@ static int lmbox_apply_modify(struct lmbox_wctx *ctx, const struct lmbox_op *op)
 	char *keywords = NULL;
 	int ret;
 
-	ret = lmbox_msg_load(store, ctx->txn, op->folder_id, op->uid, &meta);
+	ret = lmbox_msg_load_live(ctx, op->folder_id, op->uid, &meta);
 	if (ret == LMBOX_ERR_NOTFOUND)
 		return 0;
 	if (ret < 0)
@@ -528,7 +633,7 @@ static int lmbox_apply_copy_move(struct lmbox_wctx *ctx, struct lmbox_txn *txn,
 
 	ret = lmbox_folder_load(store, ctx->txn, op->folder_id, &src_folder);
 	if (ret == 0)
-		ret = lmbox_msg_load(store, ctx->txn, op->folder_id, op->uid, &meta);
+		ret = lmbox_msg_load_live(ctx, op->folder_id, op->uid, &meta);
 	if (ret == LMBOX_ERR_NOTFOUND) {
 		txn->uids[op->seq] = 0; /* source vanished */
 		return 0;
@@ -598,6 +703,11 @@ static int lmbox_txn_apply(struct lmbox_wctx *ctx, void *context)
 	for (unsigned int i = 0; i < txn->op_count && ret == 0; i++) {
 		const struct lmbox_op *op = &txn->ops[i];
 
+		if (op->type == LMBOX_OP_EXPUNGE && txn->pending_mode) {
+			ret = lmbox_apply_expunge_run(ctx, txn, &i);
+			i--; /* on the first other operation */
+			continue;
+		}
 		switch (op->type) {
 		case LMBOX_OP_APPEND:
 			ret = lmbox_apply_append(ctx, txn, op);
@@ -729,6 +839,11 @@ int lmbox_txn_commit(struct lmbox_txn **_txn, struct lmbox_commit_result *result
 	    (txn->uids = calloc(txn->seq_count, sizeof(*txn->uids))) == NULL) {
 		ret = lmbox_set_error(txn->store, LMBOX_ERR_NOMEM, "out of memory");
 	} else if (txn->op_count > 0) {
+		unsigned int expunges = 0;
+
+		for (unsigned int i = 0; i < txn->op_count; i++)
+			expunges += txn->ops[i].type == LMBOX_OP_EXPUNGE ? 1 : 0;
+		txn->pending_mode = lmbox_pending_wanted(txn->store, expunges);
 		ret = lmbox_txn_prepare(txn);
 		if (ret == 0) {
 			txn->store->defer_sync = txn->defer_sync;

@@ -56,9 +56,15 @@
 extern "C" {
 #endif
 
-/* Version of the on-disk format this library writes.  A store whose format
- * is newer is refused with LMBOX_ERR_VERSION. */
-#define LMBOX_FORMAT_VERSION 1
+/* Newest on-disk format this library reads and writes.  A store whose
+ * format is newer is refused with LMBOX_ERR_VERSION.  A store is format 1
+ * except while it holds expunges not yet applied to its records (the
+ * "pending" database, docs/design.md): then it is format 2, so that a
+ * library that knows nothing of them refuses the store instead of showing
+ * those messages again. */
+#define LMBOX_FORMAT_VERSION 2
+#define LMBOX_FORMAT_BASE 1
+#define LMBOX_FORMAT_PENDING 2
 
 enum lmbox_error {
 	LMBOX_OK = 0,

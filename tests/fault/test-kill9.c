@@ -16,8 +16,16 @@
  * whose move was in flight is in exactly one of the two folders; every
  * message present (reported or not) is intact and present once -- nothing
  * is half-done.
+ *
+ * Every other round the writer opens the store as the plugin does
+ * (LMBOX_OPEN_DEFER_RECLAIM) with every expunge committed as pending
+ * (LMBOX_TEST_PENDING_MIN=1), and now and then runs lmbox_store_reclaim():
+ * kills land in pending commits, in the purges that the next write or the
+ * reclaim runs, and between them; readers must never see a pending
+ * message, and the verify (which never writes) sees leftovers as well.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -158,10 +166,23 @@ static unsigned int pick_alive(struct fault_rng *rng, uint32_t limit, uint32_t *
 	return n;
 }
 
+static struct lmbox_store *writer_open(bool pending)
+{
+	struct lmbox_store_opts opts;
+
+	lmbox_store_opts_init(&opts);
+	opts.flags = LMBOX_OPEN_CREATE | (pending ? LMBOX_OPEN_DEFER_RECLAIM : 0);
+	opts.fsync = round_no % 4 == 0 ? LMBOX_FSYNC_ALWAYS : LMBOX_FSYNC_NEVER;
+	opts.compress_level = 6;
+	if (pending)
+		setenv("LMBOX_TEST_PENDING_MIN", "1", 1);
+	return fault_open_opts(dir, &opts);
+}
+
 static void writer_main(int fd, uint64_t seed)
 {
-	struct lmbox_store *store = fault_open(dir, round_no % 4 == 0 ?
-					       LMBOX_FSYNC_ALWAYS : LMBOX_FSYNC_NEVER, 6);
+	bool pending = round_no % 2 == 1;
+	struct lmbox_store *store = writer_open(pending);
 	uint32_t folders[NFOLDERS], keys[5], key, limit;
 	struct fault_rng rng = { seed };
 	struct lmbox_append_opts opts;
@@ -183,6 +204,11 @@ static void writer_main(int fd, uint64_t seed)
 	limit = next_key + ROUND_KEYS / 2;
 	for (iter = 0; iter < 5000 && key + 3 < limit; iter++) {
 		action = (unsigned int)fault_rng_below(&rng, 40);
+		if (action == 1 && pending) {
+			/* the plugin's store close: purge, punch, compact */
+			CHECK_LM(store, lmbox_store_reclaim(store), "reclaim");
+			continue;
+		}
 		if (action == 0) {
 			/* moves live bodies: a kill may land mid-move */
 			uint64_t freed;

@@ -97,6 +97,12 @@ static void fuzz_fixed(uint8_t which, const uint8_t *data, size_t size)
 		break;
 	}
 	case 6:
+		if (lmbox_pending_rec_decode(data, size) == 0) {
+			unsigned char buf[LMBOX_PENDING_REC_SIZE];
+
+			lmbox_pending_rec_encode(buf);
+			CHECK(size == sizeof(buf) && memcmp(buf, data, size) == 0);
+		}
 		(void)lmbox_msg_key_decode(data, size, &a32, &b32);
 		(void)lmbox_u32_key_decode(data, size, &a32);
 		(void)lmbox_reclaim_key_decode(data, size, &a32, &a64);

@@ -129,7 +129,8 @@ static void test_version(void)
 
 	store = test_open("version", LMBOX_OPEN_CREATE);
 	CHECK_OK(store, lmbox_store_stat(store, &st));
-	CHECK(st.format_version == LMBOX_FORMAT_VERSION);
+	/* format 2 only while expunges are pending (test-pending.c) */
+	CHECK(st.format_version == LMBOX_FORMAT_BASE);
 	lmbox_store_close(&store);
 
 	set_format(test_path("version"), LMBOX_FORMAT_VERSION + 1);
