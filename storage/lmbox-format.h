@@ -56,9 +56,10 @@
 
 /* Body codecs (enum lmbox_codec): the highest one this library reads; a
    record or blob header naming a larger one is LMBOX_ERR_CORRUPT. */
-#define LMBOX_CODEC_MAX LMBOX_CODEC_DEFLATE_DICT1
+#define LMBOX_CODEC_MAX LMBOX_CODEC_DEFLATE_B64
 
-/* lmbox-dict.c: preset deflate dictionary of LMBOX_CODEC_DEFLATE_DICT1.
+/* lmbox-dict.c: preset deflate dictionary of LMBOX_CODEC_DEFLATE_DICT1 and
+   LMBOX_CODEC_DEFLATE_B64.
    Never changed once released; its Adler-32 is the stream's DICTID. */
 extern const unsigned char *const lmbox_dict1;
 extern const size_t lmbox_dict1_size;
