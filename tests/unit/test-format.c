@@ -156,12 +156,12 @@ int main(void)
 	      bh2.checksum == 0xdeadbeef);
 	torture("blob", dec_blob, bbuf, sizeof(bbuf));
 
-	/* codecs 0-2 are accepted in blob headers and message records, 3+ not */
+	/* codecs 0-3 are accepted in blob headers and message records, 4+ not */
 	for (unsigned int c = 0; c <= 255; c++) {
 		struct lmbox_blob_hdr bh3 = bh;
 		struct lmbox_msg_meta m3 = meta;
 		unsigned char mbuf[1024];
-		bool known = c <= LMBOX_CODEC_DEFLATE_DICT1;
+		bool known = c <= LMBOX_CODEC_DEFLATE_B64;
 
 		bh3.codec = (uint8_t)c;
 		lmbox_blob_hdr_encode(&bh3, bbuf);
@@ -174,7 +174,8 @@ int main(void)
 		CHECK((lmbox_msg_decode(mbuf, lmbox_msg_encoded_size(&m3), &out) == 0) == known);
 		CHECK(!known || out.codec == c);
 	}
-	CHECK(LMBOX_CODEC_MAX == 2 && LMBOX_CODEC_DEFLATE_DICT1 == 2);
+	CHECK(LMBOX_CODEC_MAX == 3 && LMBOX_CODEC_DEFLATE_DICT1 == 2 &&
+	      LMBOX_CODEC_DEFLATE_B64 == 3);
 
 	lmbox_seg_hdr_encode(&sh, hbuf);
 	CHECK(lmbox_seg_hdr_decode(hbuf, sizeof(hbuf), &sh2) == 0);
