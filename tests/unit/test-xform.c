@@ -18,6 +18,8 @@ struct buf {
 
 static void buf_add(struct buf *b, const void *data, size_t len)
 {
+	if (len == 0)
+		return;
 	if (b->len + len > b->alloc) {
 		b->alloc = (b->len + len) * 2 + 64;
 		b->data = realloc(b->data, b->alloc);
@@ -26,6 +28,12 @@ static void buf_add(struct buf *b, const void *data, size_t len)
 	}
 	memcpy(b->data + b->len, data, len);
 	b->len += len;
+}
+
+/* memcmp that takes NULL for empty buffers */
+static bool same(const void *a, size_t alen, const void *b, size_t blen)
+{
+	return alen == blen && (alen == 0 || memcmp(a, b, alen) == 0);
 }
 
 static void buf_str(struct buf *b, const char *s)
@@ -173,7 +181,7 @@ static void roundtrip(const char *name, const struct buf *msg, int want_b64)
 			CHECK((b64 > 0) == (want_b64 > 0));
 		for (size_t j = 0; j < sizeof(pieces) / sizeof(pieces[0]); j++) {
 			CHECK(untransform(&xf, msg->len, pieces[j], pieces[(i + j) % 6], &out) == 0);
-			CHECK(out.len == msg->len && memcmp(out.data, msg->data, out.len) == 0);
+			CHECK(same(out.data, out.len, msg->data, msg->len));
 		}
 		/* a size other than the message's is refused */
 		CHECK(untransform(&xf, msg->len + 1, 0, 0, &out) < 0);
@@ -184,7 +192,7 @@ static void roundtrip(const char *name, const struct buf *msg, int want_b64)
 		/* allowed to, a message without base64 goes out plain */
 		xf = transform(msg, pieces[i], true, &plain);
 		if (plain)
-			CHECK(xf.len == msg->len && memcmp(xf.data, msg->data, xf.len) == 0);
+			CHECK(same(xf.data, xf.len, msg->data, msg->len));
 		if (want_b64 > 0 || msg->len > LMBOX_XF_CHUNK)
 			CHECK(!plain);
 		free(xf.data);
