@@ -135,17 +135,34 @@ int lmbox_append_begin(struct lmbox_txn *txn, uint32_t folder_id,
 		}
 		append->z_init = true;
 		append->raw_keep = true;
+		const unsigned char *dict = lmbox_dict1;
+		size_t dict_len = lmbox_dict1_size;
+		uint32_t sdict_id = 0;
+
 		msg->codec = lmbox_append_force_codec != 0 ?
 			(uint8_t)lmbox_append_force_codec : LMBOX_CODEC_DEFLATE_B64;
-		append->xf_forced = lmbox_append_force_codec == LMBOX_CODEC_DEFLATE_B64;
-		if (msg->codec == LMBOX_CODEC_DEFLATE_B64 &&
+		/* the store's own dictionary once it has one; if it cannot be
+		   read, dictionary 1 does (the message is saved either way) */
+		if (lmbox_append_force_codec == 0 &&
+		    lmbox_sdict_current(store, &sdict_id) == 0 && sdict_id != 0 &&
+		    lmbox_sdict_get(store, sdict_id, &dict, &dict_len) == 0) {
+			msg->codec = LMBOX_CODEC_DEFLATE_B64_SDICT;
+		} else {
+			dict = lmbox_dict1;
+			dict_len = lmbox_dict1_size;
+		}
+		/* codec 4 has no plain form: a message without base64 is one
+		   literal record */
+		append->xf_forced = msg->codec != LMBOX_CODEC_DEFLATE_B64 ||
+			lmbox_append_force_codec == LMBOX_CODEC_DEFLATE_B64;
+		if ((msg->codec == LMBOX_CODEC_DEFLATE_B64 ||
+		     msg->codec == LMBOX_CODEC_DEFLATE_B64_SDICT) &&
 		    (append->xf = lmbox_xf_enc_new(lmbox_append_xf_emit, append)) == NULL) {
 			ret = lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
 			goto fail;
 		}
 		if (msg->codec != LMBOX_CODEC_DEFLATE &&
-		    deflateSetDictionary(&append->zs, lmbox_dict1,
-					 (uInt)lmbox_dict1_size) != Z_OK) {
+		    deflateSetDictionary(&append->zs, dict, (uInt)dict_len) != Z_OK) {
 			ret = lmbox_set_error(store, LMBOX_ERR_NOMEM,
 					      "deflateSetDictionary failed");
 			goto fail;

@@ -330,7 +330,7 @@ static int lmbox_body_open_real(struct lmbox_body *body)
 			return lmbox_set_error(store, LMBOX_ERR_NOMEM, "inflateInit2 failed");
 		body->z_init = true;
 	}
-	if (body->codec == LMBOX_CODEC_DEFLATE_B64) {
+	if (body->codec == LMBOX_CODEC_DEFLATE_B64 || body->codec == LMBOX_CODEC_DEFLATE_B64_SDICT) {
 		if (body->xf == NULL && (body->xf = malloc(sizeof(*body->xf))) == NULL)
 			return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
 		lmbox_xf_dec_init(&body->xf->dec, body->phys_size);
@@ -506,6 +506,29 @@ static int lmbox_body_zlib_header(struct lmbox_body *body)
 		return lmbox_body_truncated(body);
 	dictid = ((uint32_t)p[2] << 24) | ((uint32_t)p[3] << 16) |
 		((uint32_t)p[4] << 8) | p[5];
+	if (body->codec == LMBOX_CODEC_DEFLATE_B64_SDICT) {
+		/* the store's own dictionary the DICTID names */
+		const unsigned char *dict;
+		size_t dict_len;
+		char cause[LMBOX_ERRMSG_SIZE];
+
+		if ((ret = lmbox_sdict_get(store, dictid, &dict, &dict_len)) < 0) {
+			memcpy(cause, store->errmsg, sizeof(cause));
+			return lmbox_set_error(store, ret,
+				"%s/seg/%08X: compressed body of uid %u in folder %u: %.300s",
+				store->dir, body->seg_id, body->uid, body->folder_id, cause);
+		}
+		if (inflateSetDictionary(zs, dict, (uInt)dict_len) != Z_OK) {
+			return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+				"%s/seg/%08X: inflateSetDictionary for uid %u in folder %u failed",
+				store->dir, body->seg_id, body->uid, body->folder_id);
+		}
+		body->z_dict = true;
+		zs->next_in += 6;
+		zs->avail_in -= 6;
+		body->z_hdr = true;
+		return 0;
+	}
 	if (body->codec == LMBOX_CODEC_DEFLATE || dictid != LMBOX_DICT1_ADLER32) {
 		/* codec 1 stream asking for a dictionary, or another one */
 		return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
@@ -681,7 +704,7 @@ ssize_t lmbox_body_read(struct lmbox_body *body, void *buf, size_t size)
 				       "lmbox_body_read with size 0");
 	}
 	ret = body->codec == LMBOX_CODEC_RAW ? lmbox_body_read_raw(body, buf, size) :
-		body->codec == LMBOX_CODEC_DEFLATE_B64 ? lmbox_body_read_xform(body, buf, size) :
+		body->codec >= LMBOX_CODEC_DEFLATE_B64 ? lmbox_body_read_xform(body, buf, size) :
 		lmbox_body_read_deflate(body, buf, size);
 	if (ret < 0) {
 		ret = lmbox_body_failed(body, (int)ret, false);

@@ -49,6 +49,8 @@ struct lmbox_env {
 	MDB_env *env;
 	MDB_dbi dbi_meta, dbi_values, dbi_folders, dbi_names;
 	MDB_dbi dbi_msgs, dbi_uidls, dbi_segs, dbi_reclaim, dbi_blobs;
+	MDB_dbi dbi_dicts;            /* valid iff has_dicts */
+	bool has_dicts;               /* false: a read-only open of an older store */
 	unsigned int refcount;
 	/* Internal walks (lmbox_check) that hold cursors or pointers into
 	 * the map across calls: the map is not resized while any is on. */
@@ -77,6 +79,11 @@ struct lmbox_store {
 	unsigned int fork_gen;
 	char *dir, *seg_dir, *tmp_dir, *mdb_path;
 	struct lmbox_store_opts opts;
+	/* store dictionaries (lmbox-sdict.c): immutable once written, so
+	   cached for the handle's life */
+	struct lmbox_sdict *sdicts;
+	uint32_t sdict_current;       /* what new messages use; 0 = none known */
+	bool sdict_tried;             /* this handle tried to train one */
 	char errmsg[LMBOX_ERRMSG_SIZE];
 };
 
@@ -297,6 +304,23 @@ int lmbox_pread_full(struct lmbox_store *store, int fd, void *buf, size_t size,
 		     uint64_t offset, const char *what);
 int lmbox_pwrite_full(struct lmbox_store *store, int fd, const void *buf, size_t size,
 		      uint64_t offset, const char *what);
+
+/* lmbox-sdict.c: per-store dictionaries (codec 4).  A store trains one
+   from the text of its first LMBOX_SDICT_TRAIN_MSGS messages. */
+#define LMBOX_SDICT_TRAIN_MSGS 100
+#define LMBOX_SDICT_TRAIN_BYTES (16 * 1024 * 1024)  /* read at most this */
+/* The dictionary named id (a zlib DICTID): LMBOX_ERR_CORRUPT if there is
+   none or it is damaged.  The bytes live as long as the handle. */
+int lmbox_sdict_get(struct lmbox_store *store, uint32_t id,
+		    const unsigned char **dict_r, size_t *len_r);
+/* The id of the dictionary new messages use, 0 if none (yet, or ever:
+   meta "dict" = 0 says training found too little text). */
+int lmbox_sdict_current(struct lmbox_store *store, uint32_t *id_r);
+/* After a commit that added messages: trains and stores the dictionary
+   if the store has none and enough messages.  Failures are not the
+   commit's: they are ignored and the handle does not try again. */
+void lmbox_sdict_maybe_train(struct lmbox_store *store);
+void lmbox_sdict_free_all(struct lmbox_store *store);
 
 /* lmbox-xform.c: the transformed stream of LMBOX_CODEC_DEFLATE_B64 (3):
    records of a 6-byte header (type, line length / 4, u32 LE length) and a

@@ -162,6 +162,7 @@ static const struct {
 	{ LMBOX_DB_SEGS, offsetof(struct lmbox_env, dbi_segs), 0 },
 	{ LMBOX_DB_RECLAIM, offsetof(struct lmbox_env, dbi_reclaim), 0 },
 	{ LMBOX_DB_BLOBS, offsetof(struct lmbox_env, dbi_blobs), 0 },
+	{ LMBOX_DB_DICTS, offsetof(struct lmbox_env, dbi_dicts), 0 },
 };
 
 /* Open the databases and check the format.  write = false: a read-only
@@ -198,8 +199,14 @@ static int lmbox_env_init_dbs_txn(struct lmbox_store *store, struct lmbox_env *e
 					  lmbox_dbs[i].flags | MDB_CREATE, dbi);
 			created_blobs = created_blobs || dbi == &env->dbi_blobs;
 		}
+		if (rc == MDB_NOTFOUND && dbi == &env->dbi_dicts && env->rdonly) {
+			/* a store from before codec 4, read-only: no dictionaries */
+			env->has_dicts = false;
+			continue;
+		}
 		if (rc == MDB_NOTFOUND) {
-			if (!write && !env->rdonly && (create || dbi == &env->dbi_blobs)) {
+			if (!write && !env->rdonly &&
+			    (create || dbi == &env->dbi_blobs || dbi == &env->dbi_dicts)) {
 				ret = 1;
 				goto out;
 			}
@@ -213,6 +220,8 @@ static int lmbox_env_init_dbs_txn(struct lmbox_store *store, struct lmbox_env *e
 						  store->mdb_path, lmbox_dbs[i].name);
 			goto out;
 		}
+		if (dbi == &env->dbi_dicts)
+			env->has_dicts = true;
 	}
 	/* the env's dbis must be set before the meta helpers are used */
 	ret = lmbox_meta_get_u32(store, txn, LMBOX_META_FORMAT, &format);
@@ -540,6 +549,7 @@ void lmbox_store_close(struct lmbox_store **_store)
 			(void)lmbox_store_reclaim(store);
 		lmbox_env_unref(store->env);
 	}
+	lmbox_sdict_free_all(store);
 	free(store->dir);
 	free(store->seg_dir);
 	free(store->tmp_dir);
