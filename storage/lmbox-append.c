@@ -4,7 +4,9 @@
  * with no lock held; the compressed bytes stay in memory up to
  * LMBOX_SPILL_THRESHOLD and then go to a spill file under the tmp dir
  * (O_TMPFILE, or unlinked at once), so a 1 GiB message costs no more memory
- * than a small one.  The commit copies them into a segment.
+ * than a small one.  The commit copies them into a segment.  Before
+ * deflate, lmbox-xform.c replaces base64 runs by the bytes they encode
+ * (codec 3); a message without any is stored as codec 2.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,7 +27,8 @@ struct lmbox_append {
 	struct lmbox_pending *msg;
 
 	z_stream zs;
-	bool z_init, last_cr, raw_keep;
+	struct lmbox_xf_enc *xf;      /* base64 transform before deflate */
+	bool z_init, last_cr, raw_keep, xf_forced;
 	unsigned char *raw;           /* raw copy while small */
 	size_t raw_len, raw_alloc;
 	unsigned char *out;           /* compressed bytes before spilling */
@@ -63,6 +66,8 @@ void lmbox_append_orphan_all(struct lmbox_txn *txn)
 		append->txn = NULL;
 	}
 }
+
+static int lmbox_append_xf_emit(void *ctx, const void *data, size_t size);
 
 int lmbox_append_begin(struct lmbox_txn *txn, uint32_t folder_id,
 		       const struct lmbox_append_opts *opts,
@@ -130,11 +135,34 @@ int lmbox_append_begin(struct lmbox_txn *txn, uint32_t folder_id,
 		}
 		append->z_init = true;
 		append->raw_keep = true;
+		const unsigned char *dict = lmbox_dict1;
+		size_t dict_len = lmbox_dict1_size;
+		uint32_t sdict_id = 0;
+
 		msg->codec = lmbox_append_force_codec != 0 ?
-			(uint8_t)lmbox_append_force_codec : LMBOX_CODEC_DEFLATE_DICT1;
-		if (msg->codec == LMBOX_CODEC_DEFLATE_DICT1 &&
-		    deflateSetDictionary(&append->zs, lmbox_dict1,
-					 (uInt)lmbox_dict1_size) != Z_OK) {
+			(uint8_t)lmbox_append_force_codec : LMBOX_CODEC_DEFLATE_B64;
+		/* the store's own dictionary once it has one; if it cannot be
+		   read, dictionary 1 does (the message is saved either way) */
+		if (lmbox_append_force_codec == 0 &&
+		    lmbox_sdict_current(store, &sdict_id) == 0 && sdict_id != 0 &&
+		    lmbox_sdict_get(store, sdict_id, &dict, &dict_len) == 0) {
+			msg->codec = LMBOX_CODEC_DEFLATE_B64_SDICT;
+		} else {
+			dict = lmbox_dict1;
+			dict_len = lmbox_dict1_size;
+		}
+		/* codec 4 has no plain form: a message without base64 is one
+		   literal record */
+		append->xf_forced = msg->codec != LMBOX_CODEC_DEFLATE_B64 ||
+			lmbox_append_force_codec == LMBOX_CODEC_DEFLATE_B64;
+		if ((msg->codec == LMBOX_CODEC_DEFLATE_B64 ||
+		     msg->codec == LMBOX_CODEC_DEFLATE_B64_SDICT) &&
+		    (append->xf = lmbox_xf_enc_new(lmbox_append_xf_emit, append)) == NULL) {
+			ret = lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+			goto fail;
+		}
+		if (msg->codec != LMBOX_CODEC_DEFLATE &&
+		    deflateSetDictionary(&append->zs, dict, (uInt)dict_len) != Z_OK) {
 			ret = lmbox_set_error(store, LMBOX_ERR_NOMEM,
 					      "deflateSetDictionary failed");
 			goto fail;
@@ -150,6 +178,7 @@ int lmbox_append_begin(struct lmbox_txn *txn, uint32_t folder_id,
 fail:
 	if (append->z_init)
 		deflateEnd(&append->zs);
+	lmbox_xf_enc_free(&append->xf);
 	lmbox_pending_free(msg);
 	free(append);
 	return ret;
@@ -248,6 +277,12 @@ static int lmbox_append_deflate(struct lmbox_append *append, const void *data,
 	return 0;
 }
 
+/* The transformed stream (lmbox-xform.c) into deflate. */
+static int lmbox_append_xf_emit(void *ctx, const void *data, size_t size)
+{
+	return lmbox_append_deflate(ctx, data, size, Z_NO_FLUSH);
+}
+
 /* Count LFs not preceded by CR, also across write() boundaries. */
 static uint64_t lmbox_count_bare_lf(const unsigned char *p, size_t size, bool prev_cr)
 {
@@ -318,7 +353,9 @@ int lmbox_append_write(struct lmbox_append *append, const void *data, size_t siz
 			append->raw_len += size;
 		}
 	}
-	if (append->z_init) {
+	if (append->xf != NULL) {
+		ret = lmbox_xf_enc_write(append->xf, p, size);
+	} else if (append->z_init) {
 		for (size_t off = 0; off < size && ret == 0; ) {
 			size_t n = size - off > (1U << 30) ? (1U << 30) : size - off;
 			ret = lmbox_append_deflate(append, p + off, n, Z_NO_FLUSH);
@@ -337,6 +374,7 @@ static void lmbox_append_free(struct lmbox_append *append)
 	lmbox_append_unlink(append);
 	if (append->z_init)
 		deflateEnd(&append->zs);
+	lmbox_xf_enc_free(&append->xf);
 	free(append->raw);
 	free(append->out);
 	if (append->msg != NULL)
@@ -359,6 +397,14 @@ int lmbox_append_finish(struct lmbox_append **_append)
 	}
 	if ((ret = append->error) < 0)
 		goto out;
+	if (append->xf != NULL) {
+		bool plain;
+
+		if ((ret = lmbox_xf_enc_finish(append->xf, !append->xf_forced, &plain)) < 0)
+			goto out;
+		if (plain)
+			msg->codec = LMBOX_CODEC_DEFLATE_DICT1;
+	}
 	if (append->z_init &&
 	    (ret = lmbox_append_deflate(append, NULL, 0, Z_FINISH)) < 0)
 		goto out;

@@ -6,6 +6,8 @@
  * when the end is reached.  A body that cannot be
  * read because its message was expunged meanwhile (hole punched, segment
  * unlinked) is reported as LMBOX_ERR_NOTFOUND, not as corruption.
+ * Codec 3 inflates into a buffer of its own and re-encodes the base64 runs
+ * from there (lmbox-xform.c).
  */
 #include <errno.h>
 #include <stddef.h>
@@ -22,6 +24,14 @@
 #include "lmbox-private.h"
 
 static uint64_t lmbox_body_opens;
+
+/* Codec 3: the inflated (transformed) stream and its decoder. */
+struct lmbox_body_xf {
+	struct lmbox_xf_dec dec;
+	const unsigned char *in;      /* inflated bytes not yet decoded */
+	size_t in_len;
+	unsigned char buf[LMBOX_IO_CHUNK];
+};
 
 struct lmbox_body {
 	struct lmbox_store *store;
@@ -41,6 +51,7 @@ struct lmbox_body {
 	unsigned char trailer[4];
 	unsigned int trailer_len;
 	bool z_init, z_hdr, z_end, z_dict, finished;
+	struct lmbox_body_xf *xf;     /* codec 3 only */
 	int error;
 	char what[256];               /* names the blob in error messages */
 	unsigned char inbuf[LMBOX_IO_CHUNK];  /* last: not cleared at open */
@@ -314,10 +325,16 @@ static int lmbox_body_open_real(struct lmbox_body *body)
 			"of uid %u in folder %u", store->dir, body->seg_id,
 			(unsigned long long)body->seg_offset, body->uid, body->folder_id);
 	}
-	if (body->codec != LMBOX_CODEC_RAW) {
+	if (body->codec != LMBOX_CODEC_RAW && !body->z_init) {
 		if (inflateInit2(&body->zs, -MAX_WBITS) != Z_OK)
 			return lmbox_set_error(store, LMBOX_ERR_NOMEM, "inflateInit2 failed");
 		body->z_init = true;
+	}
+	if (body->codec == LMBOX_CODEC_DEFLATE_B64 || body->codec == LMBOX_CODEC_DEFLATE_B64_SDICT) {
+		if (body->xf == NULL && (body->xf = malloc(sizeof(*body->xf))) == NULL)
+			return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+		lmbox_xf_dec_init(&body->xf->dec, body->phys_size);
+		body->xf->in_len = 0;
 	}
 	return 0;
 }
@@ -474,7 +491,7 @@ static int lmbox_body_zlib_header(struct lmbox_body *body)
 			body->seg_id, body->uid, body->folder_id, cmf);
 	}
 	if ((flg & 0x20) == 0) {
-		if (body->codec == LMBOX_CODEC_DEFLATE_DICT1) {
+		if (body->codec != LMBOX_CODEC_DEFLATE) {
 			return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
 				"%s/seg/%08X: compressed body of uid %u in folder %u (codec %u) "
 				"has no dictionary", store->dir, body->seg_id, body->uid,
@@ -489,7 +506,30 @@ static int lmbox_body_zlib_header(struct lmbox_body *body)
 		return lmbox_body_truncated(body);
 	dictid = ((uint32_t)p[2] << 24) | ((uint32_t)p[3] << 16) |
 		((uint32_t)p[4] << 8) | p[5];
-	if (body->codec != LMBOX_CODEC_DEFLATE_DICT1 || dictid != LMBOX_DICT1_ADLER32) {
+	if (body->codec == LMBOX_CODEC_DEFLATE_B64_SDICT) {
+		/* the store's own dictionary the DICTID names */
+		const unsigned char *dict;
+		size_t dict_len;
+		char cause[LMBOX_ERRMSG_SIZE];
+
+		if ((ret = lmbox_sdict_get(store, dictid, &dict, &dict_len)) < 0) {
+			memcpy(cause, store->errmsg, sizeof(cause));
+			return lmbox_set_error(store, ret,
+				"%s/seg/%08X: compressed body of uid %u in folder %u: %.300s",
+				store->dir, body->seg_id, body->uid, body->folder_id, cause);
+		}
+		if (inflateSetDictionary(zs, dict, (uInt)dict_len) != Z_OK) {
+			return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+				"%s/seg/%08X: inflateSetDictionary for uid %u in folder %u failed",
+				store->dir, body->seg_id, body->uid, body->folder_id);
+		}
+		body->z_dict = true;
+		zs->next_in += 6;
+		zs->avail_in -= 6;
+		body->z_hdr = true;
+		return 0;
+	}
+	if (body->codec == LMBOX_CODEC_DEFLATE || dictid != LMBOX_DICT1_ADLER32) {
 		/* codec 1 stream asking for a dictionary, or another one */
 		return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
 			"%s/seg/%08X: compressed body of uid %u in folder %u wants "
@@ -543,7 +583,9 @@ static int lmbox_body_zlib_trailer(struct lmbox_body *body)
 	return 0;
 }
 
-static ssize_t lmbox_body_read_deflate(struct lmbox_body *body, unsigned char *buf, size_t size)
+/* Inflates into buf until something comes out or the stream ends; the
+ * number of bytes, Adler-32 updated. */
+static ssize_t lmbox_body_inflate(struct lmbox_body *body, unsigned char *buf, size_t size)
 {
 	struct lmbox_store *store = body->store;
 	z_stream *zs = &body->zs;
@@ -579,19 +621,71 @@ static ssize_t lmbox_body_read_deflate(struct lmbox_body *body, unsigned char *b
 		}
 	}
 	produced = size - zs->avail_out;
-	if (body->out_pos + produced > body->phys_size) {
+	body->adler = lmbox_adler32(body->adler, buf, produced);
+	return (ssize_t)produced;
+}
+
+static ssize_t lmbox_body_read_deflate(struct lmbox_body *body, unsigned char *buf, size_t size)
+{
+	struct lmbox_store *store = body->store;
+	ssize_t produced;
+	int ret;
+
+	if ((produced = lmbox_body_inflate(body, buf, size)) < 0)
+		return produced;
+	if (body->out_pos + (size_t)produced > body->phys_size) {
 		return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
 			"%s/seg/%08X: body of uid %u in folder %u inflates beyond its size %llu",
 			store->dir, body->seg_id, body->uid, body->folder_id,
 			(unsigned long long)body->phys_size);
 	}
-	body->out_pos += produced;
-	body->crc = lmbox_crc32(body->crc, buf, produced);
-	body->adler = lmbox_adler32(body->adler, buf, produced);
+	body->out_pos += (size_t)produced;
+	body->crc = lmbox_crc32(body->crc, buf, (size_t)produced);
 	if (produced > 0)
-		return (ssize_t)produced;
+		return produced;
 	if ((ret = lmbox_body_zlib_trailer(body)) < 0)
 		return ret;
+	return lmbox_body_finish(body);
+}
+
+static int lmbox_body_xf_corrupt(struct lmbox_body *body)
+{
+	struct lmbox_store *store = body->store;
+
+	return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+		"%s/seg/%08X: compressed body of uid %u in folder %u is damaged "
+		"(base64 transform: %s)", store->dir, body->seg_id, body->uid,
+		body->folder_id, body->xf->dec.err);
+}
+
+/* Codec 3: inflate into xf->buf, decode from there into buf. */
+static ssize_t lmbox_body_read_xform(struct lmbox_body *body, unsigned char *buf, size_t size)
+{
+	struct lmbox_body_xf *xf = body->xf;
+	ssize_t n;
+	int ret;
+
+	for (;;) {
+		n = lmbox_xf_dec_run(&xf->dec, &xf->in, &xf->in_len, buf, size);
+		if (n < 0)
+			return lmbox_body_xf_corrupt(body);
+		if (n > 0) {
+			/* the decoder never goes beyond phys_size */
+			body->out_pos += (size_t)n;
+			body->crc = lmbox_crc32(body->crc, buf, (size_t)n);
+			return n;
+		}
+		if (body->z_end)
+			break;
+		if ((n = lmbox_body_inflate(body, xf->buf, sizeof(xf->buf))) < 0)
+			return n;
+		xf->in = xf->buf;
+		xf->in_len = (size_t)n;
+	}
+	if ((ret = lmbox_body_zlib_trailer(body)) < 0)
+		return ret;
+	if (lmbox_xf_dec_end(&xf->dec) < 0)
+		return lmbox_body_xf_corrupt(body);
 	return lmbox_body_finish(body);
 }
 
@@ -609,8 +703,8 @@ ssize_t lmbox_body_read(struct lmbox_body *body, void *buf, size_t size)
 		return lmbox_set_error(body->store, LMBOX_ERR_INVALID,
 				       "lmbox_body_read with size 0");
 	}
-	ret = body->codec == LMBOX_CODEC_RAW ?
-		lmbox_body_read_raw(body, buf, size) :
+	ret = body->codec == LMBOX_CODEC_RAW ? lmbox_body_read_raw(body, buf, size) :
+		body->codec >= LMBOX_CODEC_DEFLATE_B64 ? lmbox_body_read_xform(body, buf, size) :
 		lmbox_body_read_deflate(body, buf, size);
 	if (ret < 0) {
 		ret = lmbox_body_failed(body, (int)ret, false);
@@ -630,6 +724,7 @@ void lmbox_body_close(struct lmbox_body **_body)
 		inflateEnd(&body->zs);
 	if (body->fd >= 0)
 		close(body->fd);
+	free(body->xf);
 	free(body);
 }
 

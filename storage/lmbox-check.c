@@ -981,6 +981,77 @@ static int lmbox_check_reclaim(struct lmbox_check_ctx *ctx)
 	return 0;
 }
 
+/* Store dictionaries: each record good (a damaged copy is rewritten from
+ * the other by repair), and meta "dict" names one that is. */
+static int lmbox_check_dicts(struct lmbox_check_ctx *ctx)
+{
+	struct lmbox_store *store = ctx->store;
+	const unsigned char *dict;
+	unsigned char *copy;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	uint32_t id, cur_id;
+	size_t len;
+	bool damaged, cur_good = false;
+	int rc, ret;
+
+	if (!store->env->has_dicts)
+		return 0;
+	ret = lmbox_meta_get_u32(store, ctx->txn, LMBOX_META_DICT, &cur_id);
+	if (ret < 0 && ret != LMBOX_ERR_NOTFOUND)
+		return ret;
+	if (ret == LMBOX_ERR_NOTFOUND)
+		cur_id = 0;
+	if ((rc = mdb_cursor_open(ctx->txn, store->env->dbi_dicts, &cur)) != 0)
+		return lmbox_check_mdb(ctx, rc, "cursor");
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (lmbox_u32_key_decode(k.mv_data, k.mv_size, &id) < 0 ||
+		    lmbox_dict_rec_decode(v.mv_data, v.mv_size, id, &dict, &len, &damaged) < 0) {
+			lmbox_problem(ctx, "%s: a store dictionary record is damaged; messages "
+				      "compressed with it cannot be read: restore the store from "
+				      "a backup", store->mdb_path);
+			continue;
+		}
+		if (id == cur_id)
+			cur_good = true;
+		if (!damaged)
+			continue;
+		lmbox_problem(ctx, "%s: one copy of store dictionary %08lX is damaged%s",
+			      store->mdb_path, (unsigned long)id,
+			      ctx->repair ? " (rewritten from the other)" : "");
+		if (!ctx->repair)
+			continue;
+		if ((copy = malloc(len)) == NULL) {
+			mdb_cursor_close(cur);
+			return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+		}
+		memcpy(copy, dict, len);
+		v.mv_size = lmbox_dict_rec_size(len);
+		rc = mdb_cursor_put(cur, &k, &v, MDB_CURRENT | MDB_RESERVE);
+		if (rc == 0)
+			lmbox_dict_rec_encode(copy, len, v.mv_data);
+		free(copy);
+		if (rc != 0)
+			break;
+	}
+	mdb_cursor_close(cur);
+	if (rc != MDB_NOTFOUND)
+		return lmbox_check_mdb(ctx, rc, "checking store dictionaries");
+	if (cur_id != 0 && !cur_good) {
+		MDB_val mk = { strlen(LMBOX_META_DICT), (void *)LMBOX_META_DICT };
+
+		/* new messages would be compressed with a dictionary nobody
+		   can read: forget it (a new one is trained) */
+		lmbox_problem(ctx, "%s: the store dictionary %08lX new messages use is missing "
+			      "or damaged%s", store->mdb_path, (unsigned long)cur_id,
+			      ctx->repair ? " (no longer used)" : "");
+		if (ctx->repair && (rc = mdb_del(ctx->txn, store->env->dbi_meta, &mk, NULL)) != 0)
+			return lmbox_check_mdb(ctx, rc, "forgetting the store dictionary");
+	}
+	return 0;
+}
+
 static int lmbox_check_run(struct lmbox_check_ctx *ctx)
 {
 	int ret;
@@ -999,7 +1070,8 @@ static int lmbox_check_run(struct lmbox_check_ctx *ctx)
 	    (ret = lmbox_check_counters(ctx)) < 0 ||
 	    (ret = lmbox_check_segments(ctx)) < 0 ||
 	    (ret = lmbox_check_reclaim(ctx)) < 0 ||
-	    (ret = lmbox_check_pending(ctx)) < 0)
+	    (ret = lmbox_check_pending(ctx)) < 0 ||
+	    (ret = lmbox_check_dicts(ctx)) < 0)
 		return ret;
 	return 0;
 }

@@ -432,7 +432,9 @@ static void print_meta(const char *folder, const struct lmbox_msg_meta *meta)
 	printf("%-15s %" PRIu64 "\n", "stored", meta->stored_size);
 	printf("%-15s %s\n", "codec", meta->codec == LMBOX_CODEC_RAW ? "raw" :
 	       meta->codec == LMBOX_CODEC_DEFLATE ? "deflate" :
-	       meta->codec == LMBOX_CODEC_DEFLATE_DICT1 ? "deflate+dict1" : "unknown");
+	       meta->codec == LMBOX_CODEC_DEFLATE_DICT1 ? "deflate+dict1" :
+	       meta->codec == LMBOX_CODEC_DEFLATE_B64 ? "deflate+dict1+base64" :
+	       meta->codec == LMBOX_CODEC_DEFLATE_B64_SDICT ? "deflate+storedict+base64" : "unknown");
 	printf("%-15s %08x\n", "checksum", meta->checksum);
 	printf("%-15s %u\n", "segment", meta->seg_id);
 	printf("%-15s %" PRIu64 "\n", "offset", meta->seg_offset);

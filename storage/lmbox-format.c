@@ -410,3 +410,47 @@ int lmbox_seg_hdr_decode(const void *buf, size_t len, struct lmbox_seg_hdr *hdr_
 		return LMBOX_ERR_CORRUPT;
 	return 0;
 }
+
+size_t lmbox_dict_rec_size(size_t dict_len)
+{
+	return LMBOX_DICT_REC_FIXED + 2 * dict_len;
+}
+
+void lmbox_dict_rec_encode(const void *dict, size_t dict_len, unsigned char *buf)
+{
+	uint32_t crc = (uint32_t)crc32(0, dict, (uInt)dict_len);
+
+	memset(buf, 0, 4);
+	buf[0] = LMBOX_DICT_REC_VERSION;
+	lmbox_put_le32(buf + 4, (uint32_t)dict_len);
+	lmbox_put_le32(buf + 8, crc);
+	lmbox_put_le32(buf + 12, crc);
+	memcpy(buf + LMBOX_DICT_REC_FIXED, dict, dict_len);
+	memcpy(buf + LMBOX_DICT_REC_FIXED + dict_len, dict, dict_len);
+}
+
+int lmbox_dict_rec_decode(const void *buf, size_t len, uint32_t id,
+			  const unsigned char **dict_r, size_t *dict_len_r, bool *damaged_r)
+{
+	const unsigned char *p = buf;
+	size_t n;
+
+	*damaged_r = false;
+	if (len < LMBOX_DICT_REC_FIXED || p[0] != LMBOX_DICT_REC_VERSION)
+		return LMBOX_ERR_CORRUPT;
+	n = lmbox_get_le32(p + 4);
+	if (n == 0 || n > LMBOX_SDICT_MAX || len != lmbox_dict_rec_size(n))
+		return LMBOX_ERR_CORRUPT;
+	for (unsigned int copy = 0; copy < 2; copy++) {
+		const unsigned char *d = p + LMBOX_DICT_REC_FIXED + copy * n;
+
+		if ((uint32_t)crc32(0, d, (uInt)n) == lmbox_get_le32(p + 8 + 4 * copy) &&
+		    (uint32_t)adler32(adler32(0, NULL, 0), d, (uInt)n) == id) {
+			*dict_r = d;
+			*dict_len_r = n;
+			return 0;
+		}
+		*damaged_r = true;
+	}
+	return LMBOX_ERR_CORRUPT;
+}

@@ -9,6 +9,8 @@
  * malformed: they are the fuzzing surface (tests/fuzz).  docs/design.md
  * describes each layout.
  */
+#include <stdbool.h>
+
 #include "lmbox.h"
 
 /* Names of the LMDB sub-databases. */
@@ -23,6 +25,7 @@
 #define LMBOX_DB_BLOBS    "blobs"    /* (seg_id, offset) -> blob record: live blobs */
 #define LMBOX_DB_PENDING  "pending"  /* (folder_id, uid) -> pending record: expunged,
                                         records not deleted yet (lmbox-pending.c) */
+#define LMBOX_DB_DICTS    "dicts"    /* dict id (u32 BE) -> store dictionary record */
 
 /* Keys of LMBOX_DB_META. */
 #define LMBOX_META_FORMAT         "format"          /* u32 format version */
@@ -30,6 +33,8 @@
 #define LMBOX_META_NEXT_SEG_ID    "next_seg_id"     /* u32 */
 #define LMBOX_META_CUR_SEG        "cur_seg"         /* u32, 0 = none yet */
 #define LMBOX_META_LAST_UIDVALIDITY "last_uidvalidity" /* u32 */
+#define LMBOX_META_DICT           "dict"            /* u32: the store dictionary
+                                                       new messages use (codec 4) */
 
 /* Folder names longer than this share a names-DB key prefix; the full name
  * is compared from the folder record (LMDB keys are limited to 511 bytes). */
@@ -60,9 +65,10 @@
 
 /* Body codecs (enum lmbox_codec): the highest one this library reads; a
    record or blob header naming a larger one is LMBOX_ERR_CORRUPT. */
-#define LMBOX_CODEC_MAX LMBOX_CODEC_DEFLATE_DICT1
+#define LMBOX_CODEC_MAX LMBOX_CODEC_DEFLATE_B64_SDICT
 
-/* lmbox-dict.c: preset deflate dictionary of LMBOX_CODEC_DEFLATE_DICT1.
+/* lmbox-dict.c: preset deflate dictionary of LMBOX_CODEC_DEFLATE_DICT1 and
+   LMBOX_CODEC_DEFLATE_B64.
    Never changed once released; its Adler-32 is the stream's DICTID. */
 extern const unsigned char *const lmbox_dict1;
 extern const size_t lmbox_dict1_size;
@@ -178,6 +184,21 @@ int lmbox_pending_rec_decode(const void *buf, size_t len);
 
 void lmbox_blob_hdr_encode(const struct lmbox_blob_hdr *hdr, unsigned char buf[LMBOX_BLOB_HDR_SIZE]);
 int lmbox_blob_hdr_decode(const void *buf, size_t len, struct lmbox_blob_hdr *hdr_r);
+
+/* Store dictionary record (LMBOX_DB_DICTS, key = its id, the Adler-32 of
+   its bytes, u32 BE): version 1, 3 reserved bytes, u32 LE length n
+   (1..LMBOX_SDICT_MAX), u32 LE CRC-32 of each of the two copies, then the
+   bytes twice.  A damaged dictionary would make every message using it
+   unreadable: the second copy is read when the first fails its checks. */
+#define LMBOX_DICT_REC_VERSION 1
+#define LMBOX_DICT_REC_FIXED 16
+#define LMBOX_SDICT_MAX 32768
+size_t lmbox_dict_rec_size(size_t dict_len);
+void lmbox_dict_rec_encode(const void *dict, size_t dict_len, unsigned char *buf);
+/* A good copy of the dictionary (its Adler-32 must be id) in buf, or
+   LMBOX_ERR_CORRUPT; *damaged_r tells whether a copy failed. */
+int lmbox_dict_rec_decode(const void *buf, size_t len, uint32_t id,
+			  const unsigned char **dict_r, size_t *dict_len_r, bool *damaged_r);
 void lmbox_seg_hdr_encode(const struct lmbox_seg_hdr *hdr, unsigned char buf[LMBOX_SEG_HDR_SIZE]);
 int lmbox_seg_hdr_decode(const void *buf, size_t len, struct lmbox_seg_hdr *hdr_r);
 

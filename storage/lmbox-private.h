@@ -53,6 +53,8 @@ struct lmbox_env {
 	 * from before it, opened read-only, has none: has_pending = false */
 	MDB_dbi dbi_pending;
 	bool has_pending;
+	MDB_dbi dbi_dicts;            /* valid iff has_dicts */
+	bool has_dicts;               /* false: a read-only open of an older store */
 	unsigned int refcount;
 	/* Internal walks (lmbox_check) that hold cursors or pointers into
 	 * the map across calls: the map is not resized while any is on. */
@@ -87,6 +89,11 @@ struct lmbox_store {
 	bool defer_sync;
 	/* ... and one did: lmbox_store_sync() has work */
 	bool sync_pending;
+	/* store dictionaries (lmbox-sdict.c): immutable once written, so
+	   cached for the handle's life */
+	struct lmbox_sdict *sdicts;
+	uint32_t sdict_current;       /* what new messages use; 0 = none known */
+	bool sdict_tried;             /* this handle tried to train one */
 	char errmsg[LMBOX_ERRMSG_SIZE];
 };
 
@@ -397,5 +404,66 @@ int lmbox_pread_full(struct lmbox_store *store, int fd, void *buf, size_t size,
 		     uint64_t offset, const char *what);
 int lmbox_pwrite_full(struct lmbox_store *store, int fd, const void *buf, size_t size,
 		      uint64_t offset, const char *what);
+
+/* lmbox-sdict.c: per-store dictionaries (codec 4).  A store trains one
+   from the text of its first LMBOX_SDICT_TRAIN_MSGS messages. */
+#define LMBOX_SDICT_TRAIN_MSGS 100
+#define LMBOX_SDICT_TRAIN_BYTES (16 * 1024 * 1024)  /* read at most this */
+/* The dictionary named id (a zlib DICTID): LMBOX_ERR_CORRUPT if there is
+   none or it is damaged.  The bytes live as long as the handle. */
+int lmbox_sdict_get(struct lmbox_store *store, uint32_t id,
+		    const unsigned char **dict_r, size_t *len_r);
+/* The id of the dictionary new messages use, 0 if none (yet, or ever:
+   meta "dict" = 0 says training found too little text). */
+int lmbox_sdict_current(struct lmbox_store *store, uint32_t *id_r);
+/* After a commit that added messages: trains and stores the dictionary
+   if the store has none and enough messages.  Failures are not the
+   commit's: they are ignored and the handle does not try again. */
+void lmbox_sdict_maybe_train(struct lmbox_store *store);
+void lmbox_sdict_free_all(struct lmbox_store *store);
+
+/* lmbox-xform.c: the transformed stream of LMBOX_CODEC_DEFLATE_B64 (3):
+   records of a 6-byte header (type, line length / 4, u32 LE length) and a
+   payload; base64 runs are stored decoded. */
+#define LMBOX_XF_HDR 6
+#define LMBOX_XF_LITERAL 1
+#define LMBOX_XF_B64_LF 2
+#define LMBOX_XF_B64_CRLF 3
+#define LMBOX_XF_CHUNK (64 * 1024)  /* the writer's largest payload */
+#define LMBOX_XF_MIN_L 16           /* the writer's shortest base64 line */
+#define LMBOX_XF_MAX_L 1020         /* longest line: 4 * 255 */
+#define LMBOX_XF_MIN_LINES 2        /* shorter runs stay literal */
+
+/* Receives the transformed stream; < 0 (an lmbox error) stops the writer. */
+typedef int lmbox_xf_emit_fn(void *ctx, const void *data, size_t size);
+struct lmbox_xf_enc;
+struct lmbox_xf_enc *lmbox_xf_enc_new(lmbox_xf_emit_fn *emit, void *ctx);
+int lmbox_xf_enc_write(struct lmbox_xf_enc *enc, const void *data, size_t size);
+/* Emits what is left.  With allow_plain, a message in which no base64 run
+   was found and none of which was emitted yet goes out as it is, with no
+   record header, and *plain_r is set: the caller stores it as codec 2. */
+int lmbox_xf_enc_finish(struct lmbox_xf_enc *enc, bool allow_plain, bool *plain_r);
+void lmbox_xf_enc_free(struct lmbox_xf_enc **enc);
+
+struct lmbox_xf_dec {
+	uint64_t out_left;            /* bytes of the message not yet claimed */
+	uint64_t rec_left;            /* payload bytes left in this record */
+	const char *err;              /* why the stream is corrupt */
+	unsigned int hdr_len, eol, lb, line_len;
+	size_t pend_pos, pend_len;
+	unsigned char hdr[LMBOX_XF_HDR];
+	unsigned char line[LMBOX_XF_MAX_L / 4 * 3];  /* a line's bytes, gathered */
+	unsigned char pend[LMBOX_XF_MAX_L + 2];      /* an encoded line not yet out */
+};
+/* A decoder of the transformed stream of a message of out_size bytes. */
+void lmbox_xf_dec_init(struct lmbox_xf_dec *dec, uint64_t out_size);
+/* Consumes input from *in (advanced) and writes up to out_size bytes;
+   returns the number written, 0 only when the input is used up, or -1 if
+   the stream is corrupt (dec->err says how). */
+ssize_t lmbox_xf_dec_run(struct lmbox_xf_dec *dec, const unsigned char **in,
+			 size_t *in_len, unsigned char *out, size_t out_size);
+/* At the end of the input: 0 if the stream ended cleanly and produced the
+   whole message, else -1 (dec->err). */
+int lmbox_xf_dec_end(struct lmbox_xf_dec *dec);
 
 #endif

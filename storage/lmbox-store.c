@@ -163,6 +163,7 @@ static const struct {
 	{ LMBOX_DB_RECLAIM, offsetof(struct lmbox_env, dbi_reclaim), 0 },
 	{ LMBOX_DB_BLOBS, offsetof(struct lmbox_env, dbi_blobs), 0 },
 	{ LMBOX_DB_PENDING, offsetof(struct lmbox_env, dbi_pending), 0 },
+	{ LMBOX_DB_DICTS, offsetof(struct lmbox_env, dbi_dicts), 0 },
 };
 
 /* Open the databases and check the format.  write = false: a read-only
@@ -203,9 +204,15 @@ static int lmbox_env_init_dbs_txn(struct lmbox_store *store, struct lmbox_env *e
 			/* a store from before it, read-only: nothing is pending */
 			continue;
 		}
+		if (rc == MDB_NOTFOUND && dbi == &env->dbi_dicts && env->rdonly) {
+			/* a store from before codec 4, read-only: no dictionaries */
+			env->has_dicts = false;
+			continue;
+		}
 		if (rc == MDB_NOTFOUND) {
-			if (!write && !env->rdonly && (create || dbi == &env->dbi_blobs ||
-						       dbi == &env->dbi_pending)) {
+			if (!write && !env->rdonly &&
+			    (create || dbi == &env->dbi_blobs ||
+			     dbi == &env->dbi_pending || dbi == &env->dbi_dicts)) {
 				ret = 1;
 				goto out;
 			}
@@ -221,6 +228,8 @@ static int lmbox_env_init_dbs_txn(struct lmbox_store *store, struct lmbox_env *e
 		}
 		if (dbi == &env->dbi_pending)
 			env->has_pending = true;
+		if (dbi == &env->dbi_dicts)
+			env->has_dicts = true;
 	}
 	/* the env's dbis must be set before the meta helpers are used */
 	ret = lmbox_meta_get_u32(store, txn, LMBOX_META_FORMAT, &format);
@@ -552,6 +561,7 @@ void lmbox_store_close(struct lmbox_store **_store)
 			(void)lmbox_store_reclaim(store);
 		lmbox_env_unref(store->env);
 	}
+	lmbox_sdict_free_all(store);
 	free(store->dir);
 	free(store->seg_dir);
 	free(store->tmp_dir);

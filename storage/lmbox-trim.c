@@ -121,6 +121,11 @@ static int lmbox_mdb_pages_in_use(struct lmbox_env *env, MDB_txn *txn, uint64_t 
 			return -1;
 		pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
 	}
+	if (env->has_dicts) {
+		if (mdb_stat(txn, env->dbi_dicts, &st) != 0)
+			return -1;
+		pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
+	}
 	*pages_r = pages;
 	return 0;
 }

@@ -859,6 +859,9 @@ int lmbox_txn_commit(struct lmbox_txn **_txn, struct lmbox_commit_result *result
 		result->expunged = txn->expunged;
 		txn->uids = NULL;
 	}
+	/* new messages: maybe the store has enough to train its dictionary */
+	if (ret == 0 && txn->seq_count > 0)
+		lmbox_sdict_maybe_train(txn->store);
 	lmbox_txn_free(txn);
 	return ret;
 }

@@ -249,6 +249,8 @@ enum lmbox_codec {
 	LMBOX_CODEC_RAW = 0,
 	LMBOX_CODEC_DEFLATE = 1, /* zlib stream (RFC 1950) */
 	LMBOX_CODEC_DEFLATE_DICT1 = 2, /* zlib stream with preset dictionary 1 (lmbox-dict.c) */
+	LMBOX_CODEC_DEFLATE_B64 = 3, /* codec 2 of a stream with base64 runs decoded (lmbox-xform.c) */
+	LMBOX_CODEC_DEFLATE_B64_SDICT = 4, /* codec 3 with the store's own dictionary (lmbox-sdict.c) */
 };
 
 struct lmbox_msg_meta {

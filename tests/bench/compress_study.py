@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Where does lmbox's disk use go, and would a preset deflate dictionary help?
+"""Where does lmbox's disk use go, and what do dictionaries and the base64 transform give?
 
-    python3 tests/bench/compress_study.py [N] [--store BUILDDIR]
+    python3 tests/bench/compress_study.py [N] [--store BUILDDIR] [--store-dict K]
 
 For N messages of two corpora -- the benchmark's (tests/bench/bench.py
 Corpus, seed 20261123) and "other", mail with different header shapes
@@ -14,6 +14,10 @@ sum of the raw sizes and of each message compressed alone with:
     deflate-6 + dict       zlib preset dictionary (deflateSetDictionary) of
                            storage/lmbox-dict.c (codec 2)
     deflate-9 + dict
+    b64 + d6 + dict        codec 3: deflate-6 + dict of the transformed stream
+                           (storage/lmbox-xform.c, modelled here by xform():
+                           canonical base64 runs stored decoded); codec 2 for
+                           messages without base64, as lmbox does
 
 split by size class (< 8 KB, 8-32 KB, 32 KB-1 MB, >= 1 MB raw), and the
 lmbox per-blob costs (32-byte blob header; messages stored raw because
@@ -21,16 +25,24 @@ deflate did not shrink them).  With --store, it also writes the corpus to a
 Maildir, imports it with BUILDDIR/storage/lmbox import-maildir and splits
 the store's files (segments, LMDB) against the deflate-6 sum.
 
+With --store-dict K, it also measures (nothing in lmbox does this yet) a
+per-store dictionary trained from the first K messages of each corpus, used
+on the others: the most frequent words of their text (base64 left out), or
+the last 32 KB of their text, alone or ahead of dictionary 1.
+
 The dictionary is read from storage/lmbox-dict.c (the C array is the one
 source of truth: a released dictionary never changes).
 """
 
+import base64
+import collections
 import os
 import random
 import re
 import shutil
 import subprocess
 import sys
+import struct
 import tempfile
 import zlib
 
@@ -164,7 +176,6 @@ class OtherCorpus:
         else:
             bnd = "_%s_" % self._hex(rng, 20)
             data = rng.randbytes(int(20 * 1024 * (20 ** rng.random())))
-            import base64
             b64 = base64.encodebytes(data).decode().replace("\n", "\r\n")
             body = ("Content-Type: multipart/mixed; boundary=\"%s\"\r\n\r\n--%s\r\n"
                     "Content-Type: text/plain; charset=us-ascii\r\n\r\n%s\r\n--%s\r\n"
@@ -175,6 +186,87 @@ class OtherCorpus:
 
 
 # --------------------------------------------------------------------------
+
+# --------------------------------------------------------------------------
+# codec 3: the transformed stream of storage/lmbox-xform.c, same rules
+
+XF_CHUNK, XF_MIN_L, XF_MAX_L, XF_MIN_LINES = 65536, 16, 1020, 2
+B64_RE = re.compile(rb"[A-Za-z0-9+/]*\Z")
+
+
+def b64_line(content):
+    """The bytes a base64 line's chars decode to if encoding gives them
+    back exactly; (bytes, padded) or None."""
+    if not content or len(content) % 4 or len(content) > XF_MAX_L:
+        return None
+    try:
+        d = base64.b64decode(content, validate=True)
+    except ValueError:
+        return None
+    if base64.b64encode(d) != content:
+        return None
+    return d, content.endswith(b"=")
+
+
+def xform(m):
+    """The transformed stream of message m: records of a 6-byte header
+    (type, line length / 4, u32 LE length) and a payload."""
+    out, lit = bytearray(), bytearray()
+
+    def rec(t, q, payload):
+        out.extend(struct.pack("<BBI", t, q, len(payload)))
+        out.extend(payload)
+
+    def lit_add(b):
+        while b:
+            if len(lit) == XF_CHUNK:
+                rec(1, 0, lit)
+                lit.clear()
+            k = min(XF_CHUNK - len(lit), len(b))
+            lit.extend(b[:k])
+            b = b[k:]
+
+    pieces = m.split(b"\n")
+    lines = [x + b"\n" for x in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
+    i = 0
+    while i < len(lines):
+        p = lines[i]
+        if p.endswith(b"\n"):
+            eol = 2 if p.endswith(b"\r\n") else 1
+            c = p[:-eol]
+            d = b64_line(c) if XF_MIN_L <= len(c) <= XF_MAX_L else None
+            if d is not None and not d[1]:
+                L, run, nl, j = len(c), bytearray(d[0]), 1, i + 1
+                while j < len(lines):
+                    q = lines[j]
+                    qe = 2 if q.endswith(b"\r\n") else 1
+                    if not q.endswith(b"\n") or qe != eol or len(q) - qe > L:
+                        break
+                    dq = b64_line(q[:-qe])
+                    if dq is None:
+                        break
+                    run += dq[0]
+                    nl += 1
+                    j += 1
+                    if len(q) - qe < L or dq[1]:
+                        break
+                if nl >= XF_MIN_LINES:
+                    if lit:
+                        rec(1, 0, lit)
+                        lit.clear()
+                    step = XF_CHUNK // (L * 3 // 4) * (L * 3 // 4)
+                    for k in range(0, len(run), step):
+                        rec(1 + eol, L // 4, run[k:k + step])
+                    i = j
+                    continue
+        lit_add(p)
+        i += 1
+    if not out and len(lit) <= XF_CHUNK:
+        return None  # no base64 run: lmbox stores codec 2
+    if lit:
+        rec(1, 0, lit)
+    return bytes(out)
+
 
 def zlen(data, level, mem=8, zdict=None):
     c = zlib.compressobj(level, zlib.DEFLATED, 15, mem, zlib.Z_DEFAULT_STRATEGY,
@@ -187,7 +279,7 @@ def zlen(data, level, mem=8, zdict=None):
 
 
 CLASSES = [("< 8 KB", 8 << 10), ("8-32 KB", 32 << 10), ("32 KB-1 MB", 1 << 20), (">= 1 MB", 1 << 62)]
-COLS = ["raw", "d6", "d9m9", "d6+dict", "d9+dict", "lmbox1", "lmbox2"]
+COLS = ["raw", "d6", "d9m9", "d6+dict", "d9+dict", "b64+d6+dict", "lmbox1", "lmbox2", "lmbox3"]
 
 
 def study(name, msgs, zdict):
@@ -195,9 +287,12 @@ def study(name, msgs, zdict):
     for m in msgs:
         r = {"raw": len(m), "d6": zlen(m, 6), "d9m9": zlen(m, 9, 9),
              "d6+dict": zlen(m, 6, 8, zdict), "d9+dict": zlen(m, 9, 9, zdict)}
+        x = xform(m)
+        r["b64+d6+dict"] = r["d6+dict"] if x is None else zlen(x, 6, 8, zdict)
         # what lmbox stores: blob header + min(deflated, raw) (raw when deflate does not shrink it)
         r["lmbox1"] = BLOB_HDR + min(r["d6"], r["raw"])
         r["lmbox2"] = BLOB_HDR + min(r["d6+dict"], r["raw"])
+        r["lmbox3"] = BLOB_HDR + min(r["b64+d6+dict"], r["raw"])
         cls = next(c for c, lim in CLASSES if len(m) < lim)
         for c in (cls, "all"):
             for k in COLS:
@@ -206,21 +301,68 @@ def study(name, msgs, zdict):
             tot[c]["rawstored1"] += r["d6"] >= r["raw"]
             tot[c]["rawstored2"] += r["d6+dict"] >= r["raw"]
     print("\n## corpus %s: %d messages; dictionary %d bytes" % (name, len(msgs), len(zdict)))
-    print("| class | n | raw | deflate-6 | d9/mem9 | d6+dict | d9+dict | dict vs d6 | lmbox codec 1 | codec 2 |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| class | n | raw | deflate-6 | d9/mem9 | d6+dict | d9+dict | dict vs d6 | b64+d6+dict vs d6 "
+          "| lmbox codec 1 | codec 2 | codec 3 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for c, _ in CLASSES + [("all", 0)]:
         t = tot[c]
         if not t["n"]:
             continue
         d6 = t["d6"]
-        print("| %s | %d | %.2f MB | %.3f MB | %+.2f%% | %.3f MB | %+.2f%% | %+.2f%% (%+d B/msg) | %+.2f%% | %+.2f%% |" % (
-            c, t["n"], t["raw"] / 1e6, d6 / 1e6, 100.0 * (t["d9m9"] / d6 - 1), t["d6+dict"] / 1e6,
-            100.0 * (t["d9+dict"] / d6 - 1), 100.0 * (t["d6+dict"] / d6 - 1),
-            (t["d6+dict"] - d6) // t["n"], 100.0 * (t["lmbox1"] / d6 - 1), 100.0 * (t["lmbox2"] / d6 - 1)))
+        print("| %s | %d | %.2f MB | %.3f MB | %+.2f%% | %.3f MB | %+.2f%% | %+.2f%% (%+d B/msg) "
+              "| %+.2f%% (%+d B/msg) | %+.2f%% | %+.2f%% | %+.2f%% |" % (
+                  c, t["n"], t["raw"] / 1e6, d6 / 1e6, 100.0 * (t["d9m9"] / d6 - 1), t["d6+dict"] / 1e6,
+                  100.0 * (t["d9+dict"] / d6 - 1), 100.0 * (t["d6+dict"] / d6 - 1),
+                  (t["d6+dict"] - d6) // t["n"], 100.0 * (t["b64+d6+dict"] / d6 - 1),
+                  (t["b64+d6+dict"] - d6) // t["n"], 100.0 * (t["lmbox1"] / d6 - 1),
+                  100.0 * (t["lmbox2"] / d6 - 1), 100.0 * (t["lmbox3"] / d6 - 1)))
     t = tot["all"]
     print("blob headers %d B (%.2f%% of deflate-6); stored raw: %d (codec 1), %d (codec 2)"
           % (BLOB_HDR * t["n"], 100.0 * BLOB_HDR * t["n"] / t["d6"], t["rawstored1"], t["rawstored2"]))
     return tot
+
+
+# --------------------------------------------------------------------------
+# per-store dictionaries (a measurement only)
+
+B64_LINE_RE = re.compile(rb"(?m)^[A-Za-z0-9+/=]{16,}\r?\n")
+
+
+def words_dict(sample, size):
+    """The most frequent words of the sample's text, the most frequent last."""
+    cnt = collections.Counter()
+    for m in sample:
+        cnt.update(re.findall(rb"[A-Za-z][A-Za-z'-]+", B64_LINE_RE.sub(b"", m)))
+    out = b""
+    for w, c in cnt.most_common():
+        if c < 2 or len(out) + len(w) + 1 > size:
+            break
+        out = w + b" " + out
+    return out
+
+
+def tail_dict(sample, size):
+    """The last size bytes of the sample's text."""
+    return b"".join(B64_LINE_RE.sub(b"", m) for m in sample)[-size:]
+
+
+def store_dict_study(name, msgs, k, zdict):
+    train, test = msgs[:k], msgs[k:]
+    xs = [xform(m) or m for m in test]
+    d6 = sum(zlen(m, 6) for m in test)
+    small = [i for i, m in enumerate(test) if len(m) < (32 << 10)]
+    d6s = sum(zlen(test[i], 6) for i in small)
+    print("\n## corpus %s: per-store dictionary from the first %d messages, on the other %d"
+          % (name, k, len(test)))
+    print("| dictionary | bytes | b64 + d6 + dict vs d6, all | messages < 32 KB |")
+    print("|---|---|---|---|")
+    for dn, d in (("dict 1 (codec 3)", zdict), ("words 32 KB", words_dict(train, 32000)),
+                  ("text tail 32 KB", tail_dict(train, 32000)),
+                  ("words 16 KB + dict 1", words_dict(train, 16000) + zdict),
+                  ("text tail 16 KB + words 16 KB", tail_dict(train, 16000) + words_dict(train, 16000))):
+        sizes = [min(zlen(x, 6, 8, d), len(m)) for x, m in zip(xs, test)]
+        print("| %s | %d | %+.2f%% | %+.2f%% |" % (dn, len(d), 100.0 * (sum(sizes) / d6 - 1),
+                                                 100.0 * (sum(sizes[i] for i in small) / d6s - 1)))
 
 
 def store_split(builddir, msgs, level):
@@ -254,12 +396,19 @@ def main():
         k = args.index("--store")
         builddir = os.path.abspath(args[k + 1])
         del args[k:k + 2]
+    store_dict = None
+    if "--store-dict" in args:
+        k = args.index("--store-dict")
+        store_dict = int(args[k + 1])
+        del args[k:k + 2]
     n = int(args[0]) if args else 2000
     zdict = load_dict()
     corpora = [("bench (bench.py, seed 20261123)", [Corpus(20261123).message(i) for i in range(n)]),
                ("other (different header shapes)", [OtherCorpus(4242).message(i) for i in range(n)])]
     for name, msgs in corpora:
         tot = study(name, msgs, zdict)
+        if store_dict:
+            store_dict_study(name, msgs, store_dict, zdict)
         if builddir:
             d6 = tot["all"]["d6"]
             parts = store_split(builddir, msgs, 6)

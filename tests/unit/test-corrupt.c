@@ -44,18 +44,33 @@ static int read_body(struct lmbox_store *store, const struct lmbox_msg_meta *met
 }
 
 /* A flipped bit anywhere in a body's stored bytes is an error, and the
- * body reads fine again once it is flipped back. */
+ * body reads fine again once it is flipped back.  The one exception: bits
+ * that mean nothing (the padding after a stored deflate block's header,
+ * which codec 3 gets for random data) may give the same bytes back, never
+ * others. */
 static void check_every_stored_byte(struct lmbox_store *store, const struct lmbox_msg_meta *meta)
 {
+	unsigned char *good, *data;
+	size_t good_size, size;
+	unsigned int same = 0;
 	int ret;
 
+	CHECK_OK(store, lmbox_body_read_all(store, meta, &good, &good_size));
 	for (uint64_t off = 0; off < meta->stored_size; off++) {
 		flip_byte(meta, meta->seg_offset + 32 + off, 0x10);
-		ret = read_body(store, meta);
-		CHECK(ret == LMBOX_ERR_CHECKSUM || ret == LMBOX_ERR_CORRUPT);
+		ret = lmbox_body_read_all(store, meta, &data, &size);
+		if (ret == 0) {
+			CHECK(size == good_size && memcmp(data, good, size) == 0);
+			free(data);
+			same++;
+		} else {
+			CHECK(ret == LMBOX_ERR_CHECKSUM || ret == LMBOX_ERR_CORRUPT);
+		}
 		flip_byte(meta, meta->seg_offset + 32 + off, 0x10);
 	}
+	CHECK(same <= 2 + meta->stored_size / 65536);
 	CHECK_OK(store, read_body(store, meta));
+	free(good);
 }
 
 static void get_meta(struct lmbox_store *store, uint32_t uid, struct lmbox_reader **reader,
@@ -111,6 +126,32 @@ int main(void)
 	CHECK(meta.codec == LMBOX_CODEC_DEFLATE);
 	check_every_stored_byte(store, &meta);
 	lmbox_reader_end(&reader);
+
+	/* the same for a codec 3 body (base64 stored decoded): its record
+	   headers and decoded bytes are covered too */
+	{
+		static const char b64[] =
+			"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+		char msg[3000];
+		size_t len = (size_t)snprintf(msg, sizeof(msg), "Subject: att\r\n"
+			"Content-Transfer-Encoding: base64\r\n\r\n");
+		uint32_t uid_b64, v = 12345;
+
+		for (int line = 0; line < 30; line++) {
+			for (int i = 0; i < (line < 29 ? 76 : 40); i++) {
+				v = v * 1103515245 + 12345;
+				msg[len++] = b64[(v >> 16) & 63];
+			}
+			msg[len++] = '\r';
+			msg[len++] = '\n';
+		}
+		len += (size_t)snprintf(msg + len, sizeof(msg) - len, "--end--\r\n");
+		uid_b64 = test_append(store, folder, msg, len, NULL);
+		get_meta(store, uid_b64, &reader, &meta);
+		CHECK(meta.codec == LMBOX_CODEC_DEFLATE_B64);
+		check_every_stored_byte(store, &meta);
+		lmbox_reader_end(&reader);
+	}
 
 	/* raw body: the CRC catches it */
 	get_meta(store, uid_raw, &reader, &meta);

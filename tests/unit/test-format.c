@@ -5,6 +5,7 @@
  * ASan).  A small stand-in for the libFuzzer targets in tests/fuzz.
  */
 #include <stdbool.h>
+#include <zlib.h>
 
 #include "lmbox-format.h"
 #include "test-common.h"
@@ -31,6 +32,18 @@ static int dec_seg(const void *buf, size_t len)
 { struct lmbox_seg_rec rec; return lmbox_seg_rec_decode(buf, len, &rec); }
 static int dec_reclaim(const void *buf, size_t len)
 { struct lmbox_reclaim_rec rec; return lmbox_reclaim_rec_decode(buf, len, &rec); }
+/* the store dictionary record under test: its id */
+static uint32_t dict_id;
+
+static int dec_dict(const void *buf, size_t len)
+{
+	const unsigned char *d;
+	size_t n;
+	bool damaged;
+
+	return lmbox_dict_rec_decode(buf, len, dict_id, &d, &n, &damaged);
+}
+
 static int dec_blob(const void *buf, size_t len)
 { struct lmbox_blob_hdr hdr; return lmbox_blob_hdr_decode(buf, len, &hdr); }
 static int dec_seghdr(const void *buf, size_t len)
@@ -78,6 +91,38 @@ static void torture(const char *name, decode_fn *fn, const unsigned char *good, 
 	}
 	free(buf);
 	(void)name;
+}
+
+/* Store dictionary records: both copies checked, either one will do, an
+ * id that is not the bytes' Adler-32 is refused. */
+static void test_dict_rec(void)
+{
+	static const char dict[] = "Subject: lunch\r\nFrom: alice\r\nsome words";
+	size_t len = sizeof(dict) - 1, n;
+	unsigned char *buf = malloc(lmbox_dict_rec_size(len));
+	const unsigned char *d;
+	bool damaged;
+
+	CHECK(lmbox_dict_rec_size(len) == 16 + 2 * len);
+	dict_id = (uint32_t)adler32(adler32(0, NULL, 0), (const Bytef *)dict, (uInt)len);
+	lmbox_dict_rec_encode(dict, len, buf);
+	CHECK(lmbox_dict_rec_decode(buf, lmbox_dict_rec_size(len), dict_id, &d, &n, &damaged) == 0);
+	CHECK(n == len && memcmp(d, dict, len) == 0 && !damaged);
+	torture("dict", dec_dict, buf, lmbox_dict_rec_size(len));
+	/* a damaged first copy: the second one is read */
+	buf[16] ^= 0x40;
+	CHECK(lmbox_dict_rec_decode(buf, lmbox_dict_rec_size(len), dict_id, &d, &n, &damaged) == 0);
+	CHECK(n == len && memcmp(d, dict, len) == 0 && damaged && d == buf + 16 + len);
+	/* both damaged */
+	buf[16 + len + 3] ^= 0x01;
+	CHECK(lmbox_dict_rec_decode(buf, lmbox_dict_rec_size(len), dict_id, &d, &n, &damaged) ==
+	      LMBOX_ERR_CORRUPT);
+	buf[16] ^= 0x40;
+	buf[16 + len + 3] ^= 0x01;
+	/* another id */
+	CHECK(lmbox_dict_rec_decode(buf, lmbox_dict_rec_size(len), dict_id ^ 1, &d, &n, &damaged) ==
+	      LMBOX_ERR_CORRUPT);
+	free(buf);
 }
 
 int main(void)
@@ -156,12 +201,12 @@ int main(void)
 	      bh2.checksum == 0xdeadbeef);
 	torture("blob", dec_blob, bbuf, sizeof(bbuf));
 
-	/* codecs 0-2 are accepted in blob headers and message records, 3+ not */
+	/* codecs 0-4 are accepted in blob headers and message records, 5+ not */
 	for (unsigned int c = 0; c <= 255; c++) {
 		struct lmbox_blob_hdr bh3 = bh;
 		struct lmbox_msg_meta m3 = meta;
 		unsigned char mbuf[1024];
-		bool known = c <= LMBOX_CODEC_DEFLATE_DICT1;
+		bool known = c <= LMBOX_CODEC_DEFLATE_B64_SDICT;
 
 		bh3.codec = (uint8_t)c;
 		lmbox_blob_hdr_encode(&bh3, bbuf);
@@ -174,7 +219,9 @@ int main(void)
 		CHECK((lmbox_msg_decode(mbuf, lmbox_msg_encoded_size(&m3), &out) == 0) == known);
 		CHECK(!known || out.codec == c);
 	}
-	CHECK(LMBOX_CODEC_MAX == 2 && LMBOX_CODEC_DEFLATE_DICT1 == 2);
+	CHECK(LMBOX_CODEC_MAX == 4 && LMBOX_CODEC_DEFLATE_DICT1 == 2 &&
+	      LMBOX_CODEC_DEFLATE_B64 == 3 && LMBOX_CODEC_DEFLATE_B64_SDICT == 4);
+	test_dict_rec();
 
 	lmbox_seg_hdr_encode(&sh, hbuf);
 	CHECK(lmbox_seg_hdr_decode(hbuf, sizeof(hbuf), &sh2) == 0);

@@ -1,0 +1,219 @@
+/*
+ * test-sdict: the store's own dictionary (codec 4, storage/lmbox-sdict.c).
+ * A store trains it after its first LMBOX_SDICT_TRAIN_MSGS messages; later
+ * messages use it and are smaller; they read back exactly, also through a
+ * new handle; a damaged first copy of the dictionary is survived and
+ * repaired by lmbox_check, two damaged copies make exactly the codec 4
+ * messages unreadable (LMBOX_ERR_CORRUPT) and are reported.
+ */
+#include <fcntl.h>
+#include <zlib.h>
+
+#include "test-common.h"
+#include "lmbox-private.h"
+
+static uint32_t folder;
+
+/* message i: text made of a small vocabulary, as a user's mail is */
+static size_t make_msg(unsigned int i, char *buf, size_t size)
+{
+	static const char *const words[] = {
+		"meeting", "report", "project", "invoice", "tomorrow", "schedule",
+		"customer", "delivery", "thanks", "regards", "lunch", "budget",
+		"quarterly", "numbers", "attached", "review", "deadline", "friday",
+	};
+	uint32_t x = i * 2654435761u + 1;
+	size_t len = (size_t)snprintf(buf, size, "From: alice@example.org\r\nTo: bob@example.org\r\n"
+				      "Subject: message %u\r\n\r\n", i);
+
+	while (len + 40 < size - 2 && len < 3000) {
+		x = x * 1103515245 + 12345;
+		len += (size_t)snprintf(buf + len, size - len, "%s ", words[(x >> 16) % 18]);
+		if ((x >> 8) % 11 == 0)
+			len += (size_t)snprintf(buf + len, size - len, "\r\n");
+	}
+	len += (size_t)snprintf(buf + len, size - len, "\r\n");
+	return len;
+}
+
+static void get_meta(struct lmbox_store *store, uint32_t uid, struct lmbox_msg_meta *meta)
+{
+	struct lmbox_reader *reader;
+
+	CHECK_OK(store, lmbox_reader_begin(store, &reader));
+	CHECK_OK(store, lmbox_reader_msg(reader, folder, uid, meta));
+	lmbox_reader_end(&reader);
+}
+
+static int read_check(struct lmbox_store *store, uint32_t uid, unsigned int i)
+{
+	struct lmbox_msg_meta meta;
+	unsigned char *data;
+	char want[4096];
+	size_t size, len = make_msg(i, want, sizeof(want));
+	int ret;
+
+	get_meta(store, uid, &meta);
+	if ((ret = lmbox_body_read_all(store, &meta, &data, &size)) < 0)
+		return ret;
+	CHECK(size == len && memcmp(data, want, len) == 0);
+	free(data);
+	return 0;
+}
+
+/* A flipped bit anywhere in a codec 4 body's stored bytes is an error or,
+ * for the few bits deflate ignores, gives the same bytes back. */
+static void check_every_stored_byte(struct lmbox_store *store, uint32_t uid, unsigned int i)
+{
+	struct lmbox_msg_meta meta;
+	char path[600];
+	unsigned char c;
+	unsigned int same = 0;
+	int fd, ret;
+
+	get_meta(store, uid, &meta);
+	CHECK(meta.codec == LMBOX_CODEC_DEFLATE_B64_SDICT);
+	snprintf(path, sizeof(path), "%s/seg/%08X", test_path("sdict"), meta.seg_id);
+	fd = open(path, O_RDWR);
+	CHECK(fd >= 0);
+	for (uint64_t off = meta.seg_offset + 32; off < meta.seg_offset + 32 + meta.stored_size; off++) {
+		CHECK(pread(fd, &c, 1, (off_t)off) == 1);
+		c ^= 0x10;
+		CHECK(pwrite(fd, &c, 1, (off_t)off) == 1);
+		ret = read_check(store, uid, i);
+		if (ret == 0)
+			same++;
+		else
+			CHECK(ret == LMBOX_ERR_CHECKSUM || ret == LMBOX_ERR_CORRUPT);
+		c ^= 0x10;
+		CHECK(pwrite(fd, &c, 1, (off_t)off) == 1);
+	}
+	close(fd);
+	CHECK(same <= 2);
+	CHECK_OK(store, read_check(store, uid, i));
+}
+
+/* Flips a byte of the dictionary record at off (a write transaction). */
+struct flip_ctx {
+	uint32_t id;
+	size_t off;
+};
+
+static int flip_fn(struct lmbox_wctx *ctx, void *context)
+{
+	struct flip_ctx *fc = context;
+	unsigned char key[4] = { (unsigned char)(fc->id >> 24), (unsigned char)(fc->id >> 16),
+				 (unsigned char)(fc->id >> 8), (unsigned char)fc->id };
+	MDB_val k = { 4, key }, v;
+	unsigned char *copy;
+	int rc;
+
+	if ((rc = mdb_get(ctx->txn, ctx->store->env->dbi_dicts, &k, &v)) != 0)
+		return LMBOX_ERR_IO;
+	copy = malloc(v.mv_size);
+	memcpy(copy, v.mv_data, v.mv_size);
+	copy[fc->off] ^= 0x20;
+	v.mv_data = copy;
+	rc = mdb_put(ctx->txn, ctx->store->env->dbi_dicts, &k, &v, 0);
+	free(copy);
+	return rc == 0 ? 0 : LMBOX_ERR_IO;
+}
+
+int main(void)
+{
+	struct lmbox_store *store;
+	struct lmbox_msg_meta meta;
+	struct flip_ctx fc;
+	char buf[4096];
+	uint32_t uids[140], id, uid_plain;
+	uint64_t stored_before = 0, stored_after = 0;
+	size_t len;
+
+	test_init();
+	store = test_open("sdict", LMBOX_OPEN_CREATE);
+	CHECK_OK(store, lmbox_folder_create(store, "INBOX", 0, NULL, &folder));
+	for (unsigned int i = 0; i < 140; i++) {
+		len = make_msg(i, buf, sizeof(buf));
+		uids[i] = test_append(store, folder, buf, len, NULL);
+		CHECK(lmbox_sdict_current(store, &id) == 0);
+		/* trained by the commit of the 100th message */
+		CHECK((id != 0) == (i + 1 >= LMBOX_SDICT_TRAIN_MSGS));
+	}
+	for (unsigned int i = 0; i < 140; i++) {
+		get_meta(store, uids[i], &meta);
+		/* the 100th was begun before the dictionary existed */
+		CHECK(meta.codec == (i < LMBOX_SDICT_TRAIN_MSGS ? LMBOX_CODEC_DEFLATE_DICT1 :
+				     LMBOX_CODEC_DEFLATE_B64_SDICT));
+		if (i >= 60 && i < 100)
+			stored_before += meta.stored_size;
+		else if (i >= 100)
+			stored_after += meta.stored_size;
+		CHECK_OK(store, read_check(store, uids[i], i));
+	}
+	/* the same kind of text, a quarter smaller or better (a third here) */
+	CHECK(stored_after * 4 < stored_before * 3);
+	check_every_stored_byte(store, uids[110], 110);
+	/* a codec 2 copy of a message, for the damage below */
+	lmbox_append_force_codec = LMBOX_CODEC_DEFLATE_DICT1;
+	len = make_msg(7, buf, sizeof(buf));
+	uid_plain = test_append(store, folder, buf, len, NULL);
+	lmbox_append_force_codec = 0;
+	CHECK(lmbox_check(store, LMBOX_CHECK_BODIES, NULL, NULL) == 0);
+
+	/* a new handle reads the dictionary from the store */
+	lmbox_store_close(&store);
+	store = test_open("sdict", 0);
+	CHECK_OK(store, read_check(store, uids[120], 120));
+	CHECK(lmbox_sdict_current(store, &id) == 0 && id != 0);
+
+	/* the first copy damaged: read from the second, reported, repaired */
+	fc.id = id;
+	fc.off = LMBOX_DICT_REC_FIXED + 10;
+	CHECK_OK(store, lmbox_write(store, flip_fn, &fc));
+	lmbox_store_close(&store);
+	store = test_open("sdict", 0);
+	CHECK_OK(store, read_check(store, uids[121], 121));
+	CHECK(lmbox_check(store, 0, NULL, NULL) == 1);
+	CHECK(lmbox_check(store, LMBOX_CHECK_REPAIR, NULL, NULL) == 1);
+	CHECK(lmbox_check(store, 0, NULL, NULL) == 0);
+
+	/* both copies damaged: codec 4 messages are corrupt, not others */
+	{
+		const unsigned char *d;
+		size_t dlen = 0;
+
+		CHECK_OK(store, lmbox_sdict_get(store, id, &d, &dlen));
+		fc.off = LMBOX_DICT_REC_FIXED + 10;
+		CHECK_OK(store, lmbox_write(store, flip_fn, &fc));
+		/* the same byte of the second copy */
+		fc.off = LMBOX_DICT_REC_FIXED + dlen + 10;
+	}
+	CHECK_OK(store, lmbox_write(store, flip_fn, &fc));
+	lmbox_store_close(&store);
+	store = test_open("sdict", 0);
+	CHECK_ERR(store, read_check(store, uids[130], 130), LMBOX_ERR_CORRUPT);
+	CHECK(strstr(lmbox_store_errmsg(store), "dictionary") != NULL);
+	CHECK_OK(store, read_check(store, uids[5], 5));
+	CHECK_OK(store, read_check(store, uid_plain, 7));
+	CHECK(lmbox_check(store, 0, NULL, NULL) > 0);
+	/* repair stops new messages from using it; they are readable */
+	CHECK(lmbox_check(store, LMBOX_CHECK_REPAIR, NULL, NULL) > 0);
+	lmbox_store_close(&store);
+	store = test_open("sdict", 0);
+	len = make_msg(500, buf, sizeof(buf));
+	{
+		uint32_t uid = test_append(store, folder, buf, len, NULL);
+
+		get_meta(store, uid, &meta);
+		/* retrained from the same text: the same id, whose record is
+		   damaged and never overwritten: no dictionary from now on */
+		CHECK(meta.codec == LMBOX_CODEC_DEFLATE_DICT1);
+		CHECK_OK(store, read_check(store, uid, 500));
+		CHECK(lmbox_sdict_current(store, &id) == 0 && id == 0);
+		uid = test_append(store, folder, buf, len, NULL);
+		get_meta(store, uid, &meta);
+		CHECK(meta.codec == LMBOX_CODEC_DEFLATE_DICT1);
+	}
+	lmbox_store_close(&store);
+	return test_exit();
+}
