@@ -207,8 +207,11 @@ static int lmbox_write_real(struct lmbox_store *store, lmbox_write_fn *fn, void 
 {
 	struct lmbox_wctx ctx;
 	bool released = false, commit_nospace;
+	/* this commit's, not the writes it makes after (reclaim, compaction) */
+	bool defer_sync = store->defer_sync;
 	int rc, ret;
 
+	store->defer_sync = false;
 	if ((ret = lmbox_store_check_usable(store, true)) < 0)
 		return ret;
 	for (int attempt = 0; ; attempt++) {
@@ -276,7 +279,7 @@ static int lmbox_write_real(struct lmbox_store *store, lmbox_write_fn *fn, void 
 		(void)mdb_env_get_flags(store->env->env, &flags);
 		if ((flags & MDB_NOSYNC) != 0)
 			; /* lmbox_reclaim_run's unsynced forgetting */
-		else if (store->defer_sync && ctx.reclaim_count == 0)
+		else if (defer_sync && ctx.reclaim_count == 0)
 			store->sync_pending = true;
 		else if ((ret = lmbox_env_sync(store)) < 0)
 			store->sync_pending = true;

@@ -37,6 +37,10 @@
  * than the last one left, or until some time passed. */
 #define LMBOX_MDB_TRIM_MIN (128 * 1024)
 #define LMBOX_MDB_TRIM_RETRY_SECS 30
+/* The last closed environment of a process stays open ("idle") for the
+ * next open of the same store (an LMTP process delivering to one user
+ * again) if its map is at most this big. */
+#define LMBOX_ENV_LINGER_MAP_MAX (32ULL * 1024 * 1024)
 
 /* One LMDB environment per store per process, shared by every
  * lmbox_store_open() of that store in this process (LMDB forbids opening
@@ -74,6 +78,8 @@ struct lmbox_env {
 	struct lmbox_reclaim_item *reclaim_done;
 	unsigned int reclaim_done_count, reclaim_done_alloc;
 	bool rdonly;
+	bool nosync;               /* opened with LMBOX_FSYNC_NEVER */
+	unsigned int psize;        /* LMDB page size */
 	uint64_t map_size;
 	/* every commit up to this txnid is durable (lmbox_env_sync) */
 	uint64_t synced_txnid;

@@ -90,6 +90,9 @@ int lmbox_seg_open_read(struct lmbox_store *store, uint32_t seg_id, int *fd_r)
  * wait for one): the newest records are tried first, and no more than this
  * many. */
 #define LMBOX_CLAIM_TRIES 16
+/* ... among the newest this many segment records (sealed ones are most of
+ * a big store's: the scan stays short) */
+#define LMBOX_CLAIM_SCAN 64
 
 /* The open segments of a snapshot, the current one first. */
 static int lmbox_seg_open_ids(struct lmbox_store *store, MDB_txn *txn, uint32_t cur,
@@ -98,7 +101,7 @@ static int lmbox_seg_open_ids(struct lmbox_store *store, MDB_txn *txn, uint32_t 
 	struct lmbox_seg_rec rec;
 	MDB_cursor *cursor;
 	MDB_val k, v;
-	unsigned int n = 0;
+	unsigned int n = 0, scanned = 0;
 	uint32_t id;
 	int rc;
 
@@ -106,7 +109,8 @@ static int lmbox_seg_open_ids(struct lmbox_store *store, MDB_txn *txn, uint32_t 
 		ids[n++] = cur;
 	if ((rc = mdb_cursor_open(txn, store->env->dbi_segs, &cursor)) != 0)
 		return lmbox_set_mdb_error(store, rc, "%s: segment cursor", store->dir);
-	for (rc = mdb_cursor_get(cursor, &k, &v, MDB_LAST); rc == 0 && n < max;
+	for (rc = mdb_cursor_get(cursor, &k, &v, MDB_LAST);
+	     rc == 0 && n < max && scanned++ < LMBOX_CLAIM_SCAN;
 	     rc = mdb_cursor_get(cursor, &k, &v, MDB_PREV)) {
 		if (lmbox_u32_key_decode(k.mv_data, k.mv_size, &id) < 0 ||
 		    lmbox_seg_rec_decode(v.mv_data, v.mv_size, &rec) < 0 ||

@@ -304,6 +304,7 @@ static int lmbox_env_create(struct lmbox_store *store, bool create, struct lmbox
 		return LMBOX_ERR_NOMEM;
 	env->pid = getpid();
 	env->rdonly = (opts->flags & LMBOX_OPEN_RDONLY) != 0;
+	env->nosync = opts->fsync == LMBOX_FSYNC_NEVER;
 	if (env->rdonly)
 		flags |= MDB_RDONLY;
 	if (opts->fsync == LMBOX_FSYNC_NEVER)
@@ -340,7 +341,9 @@ static int lmbox_env_create(struct lmbox_store *store, bool create, struct lmbox
 	env->ino = st.st_ino;
 	/* LMDB would fault (SIGBUS) reading pages past the end of a
 	 * truncated file: refuse it here */
-	if (mdb_env_stat(env->env, &mst) == 0 &&
+	if (mdb_env_stat(env->env, &mst) == 0)
+		env->psize = mst.ms_psize;
+	if (env->psize != 0 &&
 	    (uint64_t)st.st_size < (uint64_t)(info.me_last_pgno + 1) * mst.ms_psize) {
 		ret = lmbox_set_error(store, LMBOX_ERR_CORRUPT,
 			"%s is truncated: %llu bytes, its last page ends at %llu; "
@@ -378,6 +381,50 @@ static struct lmbox_env *lmbox_registry_find(dev_t dev, ino_t ino)
 	return NULL;
 }
 
+/* Unlink from the registry and close (registry lock held). */
+static void lmbox_env_destroy(struct lmbox_env *env)
+{
+	struct lmbox_env **p;
+
+	for (p = &lmbox_registry; *p != NULL; p = &(*p)->next) {
+		if (*p == env) {
+			*p = env->next;
+			break;
+		}
+	}
+	mdb_env_close(env->env);
+	free(env->reclaim_done);
+	free(env);
+}
+
+/* An idle environment (refcount 0, kept by lmbox_env_unref) is reused only
+ * as it would have been opened now, and after the checks of an open: the
+ * format version, the databases (registry lock held). */
+static int lmbox_env_reuse_idle(struct lmbox_store *store, struct lmbox_env *env,
+				 const struct stat *st)
+{
+	bool create = (store->opts.flags & LMBOX_OPEN_CREATE) != 0;
+	MDB_envinfo info;
+	int ret;
+
+	if (env->rdonly != ((store->opts.flags & LMBOX_OPEN_RDONLY) != 0) ||
+	    env->nosync != (store->opts.fsync == LMBOX_FSYNC_NEVER))
+		return 1;
+	/* A file cut shorter since: a fresh open refuses it properly.  The
+	 * meta pages are read through the map: check they are there first. */
+	if (env->psize == 0 || (uint64_t)st->st_size < 2ULL * env->psize ||
+	    mdb_env_info(env->env, &info) != 0 ||
+	    (uint64_t)st->st_size < (uint64_t)(info.me_last_pgno + 1) * env->psize)
+		return 1;
+	store->env = env;
+	ret = lmbox_env_init_dbs(store, env, create);
+	store->env = NULL;
+	if (ret < 0)
+		return ret;
+	env->refcount = 1;
+	return 0;
+}
+
 static int lmbox_store_open_env(struct lmbox_store *store)
 {
 	bool create = (store->opts.flags & LMBOX_OPEN_CREATE) != 0;
@@ -388,6 +435,8 @@ static int lmbox_store_open_env(struct lmbox_store *store)
 
 	pthread_mutex_lock(&lmbox_registry_lock);
 	if (stat(store->mdb_path, &st) == 0) {
+		/* an inode held open by an environment cannot be another
+		 * file's: a store removed and created again is a new one */
 		env = lmbox_registry_find(st.st_dev, st.st_ino);
 	} else if (errno != ENOENT || !create || rdonly) {
 		ret = errno == ENOENT ?
@@ -395,7 +444,15 @@ static int lmbox_store_open_env(struct lmbox_store *store)
 					store->mdb_path) :
 			lmbox_set_errno(store, errno, "stat(%s) failed", store->mdb_path);
 	}
-	if (ret == 0 && env != NULL) {
+	if (ret == 0 && env != NULL && env->refcount == 0) {
+		ret = lmbox_env_reuse_idle(store, env, &st);
+		if (ret != 0) {
+			lmbox_env_destroy(env);
+			env = NULL;
+			if (ret > 0)
+				ret = 0; /* opened otherwise now: a fresh one */
+		}
+	} else if (ret == 0 && env != NULL) {
 		if (env->rdonly && !rdonly) {
 			ret = lmbox_set_error(store, LMBOX_ERR_INVALID,
 				"%s: already opened read-only in this process",
@@ -403,7 +460,8 @@ static int lmbox_store_open_env(struct lmbox_store *store)
 		} else {
 			env->refcount++;
 		}
-	} else if (ret == 0) {
+	}
+	if (ret == 0 && env == NULL) {
 		ret = lmbox_env_create(store, create, &env);
 		if (ret == 0) {
 			env->next = lmbox_registry;
@@ -416,24 +474,45 @@ static int lmbox_store_open_env(struct lmbox_store *store)
 	return ret;
 }
 
+/* The last reference gone: keep the environment idle for the next open of
+ * the same store if it is small, closing the one kept before (one per
+ * process); close it otherwise.  Saves an LMTP delivery LMDB's open and
+ * close (a 2 MB calloc, the lock file, mapping and faulting in the map). */
 static void lmbox_env_unref(struct lmbox_env *env)
 {
 	pthread_mutex_lock(&lmbox_registry_lock);
 	if (--env->refcount == 0) {
-		struct lmbox_env **p;
+		struct lmbox_env *e, *next;
 
-		for (p = &lmbox_registry; *p != NULL; p = &(*p)->next) {
-			if (*p == env) {
-				*p = env->next;
-				break;
+		if (env->map_size > LMBOX_ENV_LINGER_MAP_MAX ||
+		    getenv("LMBOX_NO_ENV_LINGER") != NULL) {
+			lmbox_env_destroy(env);
+		} else {
+			for (e = lmbox_registry; e != NULL; e = next) {
+				next = e->next;
+				if (e != env && e->refcount == 0 && e->pid == env->pid)
+					lmbox_env_destroy(e);
 			}
 		}
-		mdb_env_close(env->env);
-		free(env->reclaim_done);
-		free(env);
 	}
 	pthread_mutex_unlock(&lmbox_registry_lock);
 }
+
+/* Idle environments are closed at exit (or when the library is unloaded). */
+static void __attribute__((destructor)) lmbox_env_close_idle(void)
+{
+	struct lmbox_env *e, *next;
+	pid_t pid = getpid();
+
+	pthread_mutex_lock(&lmbox_registry_lock);
+	for (e = lmbox_registry; e != NULL; e = next) {
+		next = e->next;
+		if (e->refcount == 0 && e->pid == pid)
+			lmbox_env_destroy(e);
+	}
+	pthread_mutex_unlock(&lmbox_registry_lock);
+}
+
 
 static int lmbox_store_open_real(struct lmbox_store *store, const char *dir)
 {

@@ -24,10 +24,20 @@
  *   - Nothing aborts on bad on-disk data: corruption is LMBOX_ERR_CORRUPT.
  *
  * Concurrency: any number of processes may open the same store at once;
- * writers serialize on LMDB's write lock, readers never block and never
- * are blocked.  A process opens one store once (the library keeps one
- * environment per store per process and refcounts lmbox_store_open()); a
- * store handle must not be used across fork(): the child must open its own.
+ * writers serialize on LMDB's write lock for their commits (bodies are
+ * written and synced before it, each writer in a segment it has claimed:
+ * lmbox_txn_prepare()), readers never block and never are blocked.  A
+ * process opens one store once (the library keeps one environment per
+ * store per process and refcounts lmbox_store_open(); the last one closed
+ * stays open, idle, for the next open of the same store); a store handle
+ * must not be used across fork(): the child must open its own.
+ *
+ * Durability: a commit is durable when lmbox_txn_commit() returns (unless
+ * lmbox_txn_defer_sync(): then after lmbox_store_sync()).  The environment
+ * runs with MDB_NOMETASYNC and the commit syncs its meta page after it has
+ * released the write lock, so between the two another process can see a
+ * commit that a power loss would still undo (never one that was reported
+ * durable).
  *
  * Caveats:
  *   - Local file systems only: LMDB's locking does not work on NFS.  Opening
