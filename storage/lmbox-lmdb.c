@@ -278,7 +278,7 @@ static int lmbox_write_real(struct lmbox_store *store, lmbox_write_fn *fn, void 
 
 		(void)mdb_env_get_flags(store->env->env, &flags);
 		if ((flags & MDB_NOSYNC) != 0)
-			; /* lmbox_reclaim_run's unsynced forgetting */
+			; /* LMBOX_FSYNC_NEVER */
 		else if (defer_sync && ctx.reclaim_count == 0)
 			store->sync_pending = true;
 		else if ((ret = lmbox_env_sync(store)) < 0)

@@ -229,7 +229,6 @@ void lmbox_reclaim_run(struct lmbox_store *store,
 {
 	struct lmbox_reclaim_item *items;
 	struct lmbox_reclaim_done_ctx done;
-	bool nosync = store->opts.fsync != LMBOX_FSYNC_NEVER;
 
 	if ((items = malloc(sizeof(*items) * count)) == NULL)
 		return;
@@ -238,12 +237,13 @@ void lmbox_reclaim_run(struct lmbox_store *store,
 	done.count = lmbox_reclaim_do(store, items, count);
 	if (done.count > 0) {
 		/* Losing this commit in a crash only means punching again at
-		 * the next open: it need not be synced. */
-		if (nosync)
-			mdb_env_set_flags(store->env->env, MDB_NOSYNC, 1);
+		 * the next open: its meta page is left unsynced (a deferred
+		 * sync).  Not MDB_NOSYNC: that leaves the data pages unsynced
+		 * too, and a power loss could then keep a meta page pointing
+		 * at pages that never reached the disk. */
+		store->defer_sync = true;
 		(void)lmbox_write_nopurge(store, lmbox_reclaim_done_fn, &done);
-		if (nosync)
-			mdb_env_set_flags(store->env->env, MDB_NOSYNC, 0);
+		store->defer_sync = false;
 	}
 	free(items);
 }
