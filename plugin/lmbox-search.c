@@ -121,6 +121,15 @@ static void lmbox_search_set_seq(struct mail *mail, uint32_t seq)
 		mbox->set_seq_framed = TRUE;
 }
 
+int lmbox_search_deinit(struct mail_search_context *ctx)
+{
+	struct lmbox_mailbox *mbox = LMBOX_MAILBOX(ctx->transaction->box);
+
+	if (mbox->all_search == ctx)
+		mbox->all_search = NULL;
+	return index_storage_search_deinit(ctx);
+}
+
 bool lmbox_search_next_nonblock(struct mail_search_context *_ctx,
 				struct mail **mail_r, bool *tryagain_r)
 {
@@ -129,7 +138,14 @@ bool lmbox_search_next_nonblock(struct mail_search_context *_ctx,
 	struct index_mail *imail;
 	struct mail *mail;
 
-	if (!lmbox_search_is_all(ctx))
+	struct lmbox_mailbox *mbox = LMBOX_MAILBOX(_ctx->transaction->box);
+
+	if (mbox->all_search != _ctx) {
+		/* what a search is does not change once it runs */
+		mbox->all_search = _ctx;
+		mbox->all_search_all = lmbox_search_is_all(ctx);
+	}
+	if (!mbox->all_search_all)
 		return index_storage_search_next_nonblock(_ctx, mail_r,
 							  tryagain_r);
 	*tryagain_r = FALSE;
