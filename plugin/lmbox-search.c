@@ -13,7 +13,9 @@
  * "1:n" searches, IMAP SEARCH ALL) then needs no matching at all: every message of the view is returned in
  * sequence order with one mail, without the generic per-message search
  * work (match tree resets, cost accounting, three data stack frames).  Any
- * other search is Dovecot's.
+ * other search is Dovecot's.  In that walk each message is set without
+ * mail_set_seq()'s data stack frame (guarded, see lmbox_search_set_seq) and,
+ * when the mail wants only metadata, without the access-part updates.
  */
 #include "lib.h"
 #include "index-storage.h"
@@ -121,15 +123,30 @@ static void lmbox_search_set_seq(struct mail *mail, uint32_t seq)
 		mbox->set_seq_framed = TRUE;
 }
 
+int lmbox_search_deinit(struct mail_search_context *ctx)
+{
+	struct lmbox_mailbox *mbox = LMBOX_MAILBOX(ctx->transaction->box);
+
+	if (mbox->all_search == ctx)
+		mbox->all_search = NULL;
+	return index_storage_search_deinit(ctx);
+}
+
 bool lmbox_search_next_nonblock(struct mail_search_context *_ctx,
 				struct mail **mail_r, bool *tryagain_r)
 {
 	struct index_search_context *ctx =
 		container_of(_ctx, struct index_search_context, mail_ctx);
+	struct lmbox_mailbox *mbox = LMBOX_MAILBOX(_ctx->transaction->box);
 	struct index_mail *imail;
 	struct mail *mail;
 
-	if (!lmbox_search_is_all(ctx))
+	if (mbox->all_search != _ctx) {
+		/* what a search is does not change once it runs */
+		mbox->all_search = _ctx;
+		mbox->all_search_all = lmbox_search_is_all(ctx);
+	}
+	if (!mbox->all_search_all)
 		return index_storage_search_next_nonblock(_ctx, mail_r,
 							  tryagain_r);
 	*tryagain_r = FALSE;

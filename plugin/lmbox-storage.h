@@ -68,6 +68,10 @@ struct lmbox_mailbox {
 	/* a set_seq of this mailbox's mails allocated from the data stack:
 	   searches use mail_set_seq()'s frame (lmbox-search.c) */
 	bool set_seq_framed;
+	/* the search whose lmbox_search_is_all() answer is all_search_all
+	   (decided at its first message, forgotten at its deinit) */
+	struct mail_search_context *all_search;
+	bool all_search_all;
 };
 
 #define LMBOX_STORAGE(s) (container_of(s, struct lmbox_storage, storage))
@@ -134,6 +138,7 @@ lmbox_search_init(struct mailbox_transaction_context *t,
 		  const enum mail_sort_type *sort_program,
 		  enum mail_fetch_field wanted_fields,
 		  struct mailbox_header_lookup_ctx *wanted_headers);
+int lmbox_search_deinit(struct mail_search_context *ctx);
 bool lmbox_search_next_nonblock(struct mail_search_context *ctx,
 				struct mail **mail_r, bool *tryagain_r);
 

@@ -35,7 +35,7 @@ def ends_nl(data):
 def main():
     check_environment()
     t = Test("pop3 (%s)" % LOCATION)
-    users = {"alice": {}, "bob": {}, "ref": {"mail": "maildir:~/Maildir"}}
+    users = {"alice": {}, "bob": {}, "carol": {}, "ref": {"mail": "maildir:~/Maildir"}}
     with Dovecot(mail_location=LOCATION, users=users) as dc:
         # ---------------------------------------------------------------
         with t.case("save %d edge-case messages with doveadm save (alice + maildir reference)" % len(RAW), required=True):
@@ -200,6 +200,41 @@ def main():
             dc.restart()
             r = dc.raw_pop3("alice")
             t.eq(r.uidl(), state["uidl3"], "UIDL after restart")
+            r.quit()
+
+        with t.case("a walk past the dense array's threshold (80 messages): STAT, LIST, UIDL "
+                    "agree with single-message lookups, also with a message deleted in the session"):
+            n_walk = 80
+            for i in range(n_walk - 10):
+                dc.lmtp_deliver("carol", msg(200 + i, body=b"w" * (37 * i) + b"\r\n"))
+            for i in range(10):
+                # bare LF: virtual size above the physical one
+                dc.doveadm("save", "-u", "carol", "-m", "INBOX",
+                           input=b"Subject: lf %d\n\nline\n%s\n" % (i, b"v" * (51 * i)))
+            r = dc.raw_pop3("carol")
+            count, octets = r.stat()
+            t.eq(count, n_walk, "STAT count")
+            lst = r.list()
+            uidl = r.uidl()
+            t.eq(octets, sum(lst.values()), "STAT octets = sum of LIST")
+            t.eq(len(set(uidl.values())), n_walk, "UIDLs distinct")
+            # one message at a time, in another process (no walk, no dense array)
+            for n in (1, 33, 34, 70, 71, n_walk):
+                f = dc.doveadm_fetch("carol", "uid size.virtual pop3.uidl",
+                                     query=("mailbox", "INBOX", "uid", str(n)))
+                t.eq(len(f), 1, "doveadm fetch of uid %d" % n)
+                t.eq(lst[n], int(f[0]["size.virtual"]), "LIST %d = its virtual size" % n)
+                t.eq(uidl[n], f[0]["pop3.uidl"], "UIDL %d = its stored UIDL" % n)
+            t.check(lst[n_walk] > len(b"Subject: lf 9\n\nline\n") + 51 * 9 + 1,
+                    "bare-LF message counted with CRLFs")
+            r.ok("DELE 40")
+            t.eq(r.stat(), (n_walk - 1, octets - lst[40]), "STAT after DELE 40")
+            lst2 = r.list()
+            uidl2 = r.uidl()
+            t.eq(lst2, {k: v for k, v in lst.items() if k != 40}, "LIST after DELE 40")
+            t.eq(uidl2, {k: v for k, v in uidl.items() if k != 40}, "UIDL after DELE 40")
+            r.ok("RSET")
+            t.eq(r.list(), lst, "LIST after RSET")
             r.quit()
 
         with t.case("bob's mailbox is separate and empty; wrong password refused"):
