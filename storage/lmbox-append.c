@@ -6,7 +6,9 @@
  * (O_TMPFILE, or unlinked at once), so a 1 GiB message costs no more memory
  * than a small one.  The commit copies them into a segment.  Before
  * deflate, lmbox-xform.c replaces base64 runs by the bytes they encode
- * (codec 3); a message without any is stored as codec 2.
+ * (codec 3; a message without any is stored as codec 2), and once the store
+ * has trained its own dictionary (lmbox-sdict.c) that is the deflate
+ * dictionary (codec 4).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -129,16 +131,16 @@ int lmbox_append_begin(struct lmbox_txn *txn, uint32_t folder_id,
 				       &msg->kw_count)) < 0)
 		goto fail;
 	if (store->opts.compress_level > 0) {
+		const unsigned char *dict = lmbox_dict1;
+		size_t dict_len = lmbox_dict1_size;
+		uint32_t sdict_id = 0;
+
 		if (deflateInit(&append->zs, store->opts.compress_level) != Z_OK) {
 			ret = lmbox_set_error(store, LMBOX_ERR_NOMEM, "deflateInit failed");
 			goto fail;
 		}
 		append->z_init = true;
 		append->raw_keep = true;
-		const unsigned char *dict = lmbox_dict1;
-		size_t dict_len = lmbox_dict1_size;
-		uint32_t sdict_id = 0;
-
 		msg->codec = lmbox_append_force_codec != 0 ?
 			(uint8_t)lmbox_append_force_codec : LMBOX_CODEC_DEFLATE_B64;
 		/* the store's own dictionary once it has one; if it cannot be

@@ -25,10 +25,12 @@ deflate did not shrink them).  With --store, it also writes the corpus to a
 Maildir, imports it with BUILDDIR/storage/lmbox import-maildir and splits
 the store's files (segments, LMDB) against the deflate-6 sum.
 
-With --store-dict K, it also measures (nothing in lmbox does this yet) a
-per-store dictionary trained from the first K messages of each corpus, used
-on the others: the most frequent words of their text (base64 left out), or
-the last 32 KB of their text, alone or ahead of dictionary 1.
+With --store-dict K, it also measures a per-store dictionary trained from
+the first K messages of each corpus, used on the others: the most frequent
+words of their text (base64 left out), or the last 32 KB of their text (what
+codec 4 does, storage/lmbox-sdict.c, with K = 100), alone or ahead of
+dictionary 1.  (--store imports with lmbox, so its segments include codec 4
+after the 100th message.)
 
 The dictionary is read from storage/lmbox-dict.c (the C array is the one
 source of truth: a released dictionary never changes).

@@ -119,6 +119,52 @@ static int flip_fn(struct lmbox_wctx *ctx, void *context)
 	return rc == 0 ? 0 : LMBOX_ERR_IO;
 }
 
+static int drop_dicts_fn(struct lmbox_wctx *ctx, void *context)
+{
+	(void)context;
+	return mdb_drop(ctx->txn, ctx->store->env->dbi_dicts, 1) == 0 ? 0 : LMBOX_ERR_IO;
+}
+
+/* A store from before codec 4 (no "dicts" database): read-only it has no
+ * dictionaries and reads fine; opened read-write it gets the database and
+ * trains. */
+static void test_old_store(void)
+{
+	struct lmbox_store_opts opts;
+	struct lmbox_store *store;
+	struct lmbox_msg_meta meta;
+	const char *err;
+	char buf[4096];
+	uint32_t uid = 0, id;
+	size_t len;
+
+	store = test_open("old", LMBOX_OPEN_CREATE);
+	CHECK_OK(store, lmbox_folder_create(store, "INBOX", 0, NULL, &folder));
+	CHECK_OK(store, lmbox_write(store, drop_dicts_fn, NULL));
+	lmbox_store_close(&store);
+
+	lmbox_store_opts_init(&opts);
+	opts.flags = LMBOX_OPEN_RDONLY;
+	opts.fsync = LMBOX_FSYNC_NEVER;
+	CHECK_OK(NULL, lmbox_store_open(test_path("old"), &opts, &store, &err));
+	CHECK(!store->env->has_dicts);
+	CHECK(lmbox_sdict_current(store, &id) == 0 && id == 0);
+	CHECK(lmbox_check(store, 0, NULL, NULL) == 0);
+	lmbox_store_close(&store);
+
+	store = test_open("old", 0);
+	CHECK(store->env->has_dicts);
+	for (unsigned int i = 0; i < LMBOX_SDICT_TRAIN_MSGS + 1; i++) {
+		len = make_msg(i, buf, sizeof(buf));
+		uid = test_append(store, folder, buf, len, NULL);
+	}
+	get_meta(store, uid, &meta);
+	CHECK(meta.codec == LMBOX_CODEC_DEFLATE_B64_SDICT);
+	CHECK_OK(store, read_check(store, uid, LMBOX_SDICT_TRAIN_MSGS));
+	CHECK(lmbox_check(store, LMBOX_CHECK_BODIES, NULL, NULL) == 0);
+	lmbox_store_close(&store);
+}
+
 int main(void)
 {
 	struct lmbox_store *store;
@@ -215,5 +261,6 @@ int main(void)
 		CHECK(meta.codec == LMBOX_CODEC_DEFLATE_DICT1);
 	}
 	lmbox_store_close(&store);
+	test_old_store();
 	return test_exit();
 }
