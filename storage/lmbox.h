@@ -47,6 +47,10 @@
  *     process is adopted at the next transaction.
  *   - LMBOX_FSYNC_NEVER: a power loss may lose recent commits and, after an
  *     expunge, leave records whose bodies were already punched (CORRUPT).
+ *   - Between a big expunge committed as pending (LMBOX_OPEN_DEFER_RECLAIM)
+ *     and its purge the store is format 2: a library from before pending
+ *     expunges refuses to open it (LMBOX_ERR_VERSION) rather than show
+ *     those messages again.  Any write of this library purges.
  */
 #include <stddef.h>
 #include <stdint.h>
