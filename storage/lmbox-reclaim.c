@@ -325,16 +325,16 @@ int lmbox_store_reclaim(struct lmbox_store *store)
 {
 	struct lmbox_reclaim_item *items;
 	unsigned int count, alloc;
-	int ret;
+	int ret, purge_ret;
 
 	if ((ret = lmbox_store_check_usable(store, false)) < 0)
 		return ret;
 	if (store->env->rdonly || (store->opts.flags & LMBOX_OPEN_RDONLY) != 0)
 		return 0;
 	/* expunges committed as pending (a POP3 QUIT's): delete their
-	 * records now, which records their blobs for the reclaim below */
-	if ((ret = lmbox_pending_purge_now(store)) < 0)
-		return ret;
+	 * records now, which records their blobs for the reclaim below; if
+	 * that fails, what earlier commits recorded is still given back */
+	purge_ret = lmbox_pending_purge_now(store);
 	for (int pass = 0; pass < 2; pass++) {
 		if ((ret = lmbox_reclaim_collect(store, &items, &count, &alloc)) < 0)
 			return ret;
@@ -353,5 +353,5 @@ int lmbox_store_reclaim(struct lmbox_store *store)
 	/* what lmbox_write() leaves to us under LMBOX_OPEN_DEFER_RECLAIM */
 	if ((store->opts.flags & LMBOX_OPEN_DEFER_RECLAIM) != 0)
 		lmbox_mdb_trim(store);
-	return 0;
+	return purge_ret < 0 ? purge_ret : 0;
 }

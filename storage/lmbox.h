@@ -57,6 +57,10 @@
  *     process is adopted at the next transaction.
  *   - LMBOX_FSYNC_NEVER: a power loss may lose recent commits and, after an
  *     expunge, leave records whose bodies were already punched (CORRUPT).
+ *   - Between a big expunge committed as pending (LMBOX_OPEN_DEFER_RECLAIM)
+ *     and its purge the store is format 2: a library from before pending
+ *     expunges refuses to open it (LMBOX_ERR_VERSION) rather than show
+ *     those messages again.  Any write of this library purges.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -117,7 +121,10 @@ enum lmbox_open_flags {
 	/* A commit that kills blobs only records their ranges (as always, in
 	 * the same LMDB transaction); the punching, unlinking and
 	 * auto-compaction wait for lmbox_store_reclaim() or
-	 * lmbox_store_close(), so they are not part of the commit's latency. */
+	 * lmbox_store_close(), so they are not part of the commit's latency.
+	 * A commit of 32 expunges or more only records them as pending
+	 * (readers see them gone at once); their records are deleted by
+	 * lmbox_store_reclaim()/close or by the next write of any process. */
 	LMBOX_OPEN_DEFER_RECLAIM = 0x04,
 };
 
@@ -154,9 +161,10 @@ int lmbox_store_open(const char *dir, const struct lmbox_store_opts *opts,
 		     struct lmbox_store **store_r, const char **errmsg_r);
 /* Close and set *store to NULL.  NULL-safe. */
 void lmbox_store_close(struct lmbox_store **store);
-/* Give back the space of blobs that commits killed and left recorded
- * (LMBOX_OPEN_DEFER_RECLAIM, or a crash): punch, unlink dead segments,
- * auto-compact sparse ones.  Also done by lmbox_store_close() of a store
+/* Apply expunges that commits left pending (docs/design.md, "Pending
+ * expunges"), then give back the space of blobs that commits killed and
+ * left recorded (LMBOX_OPEN_DEFER_RECLAIM, or a crash): punch, unlink dead
+ * segments, auto-compact sparse ones.  Also done by lmbox_store_close() of a store
  * opened with LMBOX_OPEN_DEFER_RECLAIM.  Best effort: what fails stays
  * recorded and is redone later (by this call or any open); returns 0, or
  * an error if the records could not be read. */
