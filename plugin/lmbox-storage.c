@@ -283,6 +283,16 @@ static void lmbox_storage_destroy(struct mail_storage *_storage)
 		e_debug(_storage->event, "lmbox: user=%s bodies_opened=%"PRIu64,
 			_storage->user->username, opens);
 	}
+	/* The deferred work (pending expunges, space given back) that the
+	   close would do anyway, here so that a failure reaches the log; what
+	   failed stays recorded and the next write of any process redoes it. */
+	if (storage->store != NULL && lmbox_store_reclaim(storage->store) < 0) {
+		e_error(_storage->event,
+			"lmbox: %s: applying deferred expunges / giving back space "
+			"at close failed (retried by the next write): %s",
+			lmbox_store_path(storage->store),
+			lmbox_store_errmsg(storage->store));
+	}
 	lmbox_store_close(&storage->store);
 	index_storage_destroy(_storage);
 }

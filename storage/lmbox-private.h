@@ -414,6 +414,8 @@ int lmbox_pwrite_full(struct lmbox_store *store, int fd, const void *buf, size_t
 /* lmbox-sdict.c: per-store dictionaries (codec 4).  A store trains one
    from the text of its first LMBOX_SDICT_TRAIN_MSGS messages. */
 #define LMBOX_SDICT_TRAIN_MSGS 100
+/* and only once its live blobs hold this much (tests: LMBOX_TEST_SDICT_STORED) */
+#define LMBOX_SDICT_TRAIN_STORED (64ULL * 1024 * 1024)
 #define LMBOX_SDICT_TRAIN_BYTES (16 * 1024 * 1024)  /* read at most this */
 /* The dictionary named id (a zlib DICTID): LMBOX_ERR_CORRUPT if there is
    none or it is damaged.  The bytes live as long as the handle. */

@@ -5,7 +5,10 @@
  * message a window that already holds them (docs/design.md "Body codecs").
  *
  * Training: after the first commit that leaves the store with at least
- * LMBOX_SDICT_TRAIN_MSGS messages, the bodies of the first ones (in key
+ * LMBOX_SDICT_TRAIN_MSGS messages and LMBOX_SDICT_TRAIN_STORED bytes in its
+ * segments (below that the dictionary's own pages, ~70 KiB, weigh more than
+ * it saves, and a small store's metadata already costs more than its
+ * bodies), the bodies of the first ones (in key
  * order, at most LMBOX_SDICT_TRAIN_BYTES read) go through the base64
  * transform and the last LMBOX_SDICT_MAX bytes of their literal text
  * become the dictionary.  It is stored, in one write transaction, in the
@@ -262,7 +265,37 @@ static int lmbox_sdict_store_fn(struct lmbox_wctx *ctx, void *context)
 	return 0;
 }
 
-/* 1 if the store should train now: no dictionary, enough messages. */
+/* Bytes the store's segments hold for live messages (a few records). */
+static uint64_t lmbox_sdict_stored_bytes(struct lmbox_store *store, MDB_txn *txn)
+{
+	struct lmbox_seg_rec rec;
+	uint64_t total = 0;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc;
+
+	if (mdb_cursor_open(txn, store->env->dbi_segs, &cur) != 0)
+		return 0;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (lmbox_seg_rec_decode(v.mv_data, v.mv_size, &rec) == 0)
+			total += rec.live_bytes;
+	}
+	mdb_cursor_close(cur);
+	return total;
+}
+
+/* What the store must hold before it trains: LMBOX_SDICT_TRAIN_STORED, or
+   for tests LMBOX_TEST_SDICT_STORED (bytes). */
+static uint64_t lmbox_sdict_train_stored(void)
+{
+	const char *env = getenv("LMBOX_TEST_SDICT_STORED");
+
+	return env != NULL ? strtoull(env, NULL, 10) : LMBOX_SDICT_TRAIN_STORED;
+}
+
+/* 1 if the store should train now: no dictionary, enough messages and
+   enough stored bytes that the dictionary's own pages do not matter. */
 static int lmbox_sdict_due(struct lmbox_store *store)
 {
 	MDB_txn *txn;
@@ -280,7 +313,8 @@ static int lmbox_sdict_due(struct lmbox_store *store)
 		ret = 0;
 	} else if (ret == LMBOX_ERR_NOTFOUND) {
 		ret = mdb_stat(txn, store->env->dbi_msgs, &st) != 0 ? LMBOX_ERR_IO :
-			st.ms_entries >= LMBOX_SDICT_TRAIN_MSGS;
+			st.ms_entries >= LMBOX_SDICT_TRAIN_MSGS &&
+			lmbox_sdict_stored_bytes(store, txn) >= lmbox_sdict_train_stored();
 	}
 	mdb_txn_abort(txn);
 	return ret;

@@ -165,6 +165,12 @@ static void test_old_store(void)
 	lmbox_store_close(&store);
 }
 
+/* the unit test's stores are small: train after 100 messages anyway */
+__attribute__((constructor)) static void sdict_test_env(void)
+{
+	setenv("LMBOX_TEST_SDICT_STORED", "0", 1);
+}
+
 int main(void)
 {
 	struct lmbox_store *store;
