@@ -315,7 +315,7 @@ static int lmbox_sdict_file_ensure(struct lmbox_store *store, uint32_t id)
 	size_t len;
 	int ret;
 
-	if (store->sdict_file_ok == id || store->env->rdonly)
+	if (store->sdict_file_ok == id || (store->opts.flags & LMBOX_OPEN_RDONLY) != 0)
 		return 0;
 	lmbox_sdict_file_path(store, id, path, sizeof(path));
 	if (stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
