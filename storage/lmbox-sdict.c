@@ -32,6 +32,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -488,6 +489,9 @@ static int lmbox_sdict_store_fn(struct lmbox_wctx *ctx, void *context)
 	if (rc != MDB_NOTFOUND)
 		return lmbox_set_mdb_error(store, rc, "%s: reading store dictionaries",
 					   store->mdb_path);
+	/* tests/unit/test-sdict: a crash after the file, before the commit */
+	if (getenv("LMBOX_TEST_KILL_IN_SDICT") != NULL)
+		(void)raise(SIGKILL);
 	v.mv_size = lmbox_dict_rec_size(sc->len);
 	rc = mdb_put(ctx->txn, store->env->dbi_dicts, &k, &v, MDB_RESERVE | MDB_NOOVERWRITE);
 	if (rc != 0)

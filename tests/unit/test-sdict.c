@@ -6,7 +6,10 @@
  * repaired by lmbox_check, two damaged copies make exactly the codec 4
  * messages unreadable (LMBOX_ERR_CORRUPT) and are reported.
  */
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -254,6 +257,61 @@ static void test_no_dict_dir(void)
 	lmbox_store_close(&store);
 }
 
+/* Killed inside the transaction that publishes the dictionary, after its
+ * file was written: nothing published, the messages all there, check
+ * clean (the orphan file is harmless); the next training comes out with
+ * the same bytes, keeps the file and publishes. */
+static void test_killed_training(void)
+{
+	struct lmbox_store *store;
+	struct lmbox_msg_meta meta;
+	char buf[4096], dir[600];
+	uint32_t uid = 0, id;
+	size_t len;
+	pid_t pid;
+	int status;
+	DIR *dh;
+	struct dirent *de;
+	unsigned int files = 0;
+
+	store = test_open("killed", LMBOX_OPEN_CREATE);
+	CHECK_OK(store, lmbox_folder_create(store, "INBOX", 0, NULL, &folder));
+	lmbox_store_close(&store);
+	fflush(NULL);
+	if ((pid = fork()) == 0) {
+		setenv("LMBOX_TEST_KILL_IN_SDICT", "1", 1);
+		store = test_open("killed", 0);
+		for (unsigned int i = 0; i < LMBOX_SDICT_TRAIN_MSGS; i++) {
+			len = make_msg(i, buf, sizeof(buf));
+			(void)test_append(store, folder, buf, len, NULL);
+		}
+		_exit(0);
+	}
+	CHECK(pid > 0);
+	CHECK(waitpid(pid, &status, 0) == pid);
+	CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+	store = test_open("killed", 0);
+	CHECK(lmbox_sdict_current(store, &id) == 0 && id == 0);
+	snprintf(dir, sizeof(dir), "%s/dict", test_path("killed"));
+	CHECK((dh = opendir(dir)) != NULL);
+	while ((de = readdir(dh)) != NULL)
+		files += strstr(de->d_name, ".dict") != NULL && strstr(de->d_name, ".tmp") == NULL;
+	closedir(dh);
+	CHECK(files == 1);
+	CHECK(lmbox_check(store, LMBOX_CHECK_BODIES, NULL, NULL) == 0);
+	len = make_msg(LMBOX_SDICT_TRAIN_MSGS, buf, sizeof(buf));
+	(void)test_append(store, folder, buf, len, NULL);
+	CHECK(lmbox_sdict_current(store, &id) == 0 && id != 0);
+	CHECK(access(dict_file("killed", id), F_OK) == 0);
+	uid = test_append(store, folder, buf, len, NULL);
+	get_meta(store, uid, &meta);
+	CHECK(meta.codec == LMBOX_CODEC_DEFLATE_B64_SDICT);
+	CHECK_OK(store, read_check(store, uid, LMBOX_SDICT_TRAIN_MSGS));
+	CHECK(lmbox_check(store, LMBOX_CHECK_BODIES, NULL, NULL) == 0);
+	lmbox_store_close(&store);
+}
+
 int main(void)
 {
 	struct lmbox_store *store;
@@ -408,5 +466,6 @@ int main(void)
 	lmbox_store_close(&store);
 	test_old_store();
 	test_no_dict_dir();
+	test_killed_training();
 	return test_exit();
 }
