@@ -309,6 +309,9 @@ lmbox_mail_open_body(struct lmbox_mail *mail, struct istream **input_r)
 		i_free(data);
 	}
 	lmbox_body_close(&body);
+	/* e.g. the store dictionary was read from its file: worth a repair */
+	if ((errmsg = lmbox_store_take_warning(store)) != NULL)
+		e_warning(_mail->box->event, "lmbox: %s", errmsg);
 	if (n < 0) {
 		ret = (int)n;
 		free(data);

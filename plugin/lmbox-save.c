@@ -375,6 +375,7 @@ int lmbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
 	struct lmbox_commit_result result;
 	struct lmbox_folder_info info;
 	const struct mail_index_header *hdr;
+	const char *warning;
 	uint64_t counter_before;
 	unsigned int i;
 	int ret;
@@ -431,6 +432,10 @@ int lmbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
 		lmbox_storage_set_error(box->storage, ret, "committing messages");
 		goto failed;
 	}
+	/* e.g. the store dictionary could not be trained: saves go on */
+	warning = lmbox_store_take_warning(mbox->storage->store);
+	if (warning != NULL)
+		e_warning(box->event, "lmbox: %s", warning);
 	lmbox_save_assign_uids(ctx, &result, hdr->next_uid);
 	if (ctx->have_pop3_orders) {
 		lmbox_sync_add_header_flags(ctx->sync_ctx,

@@ -981,18 +981,56 @@ static int lmbox_check_reclaim(struct lmbox_check_ctx *ctx)
 	return 0;
 }
 
+/* The file of dictionary id against the good bytes of its record (dict,
+ * or NULL when the record is damaged too).  Returns 1 when the file is
+ * good (*fbuf_r, *fdict_r, *flen_r: its bytes), 0 when not (reported,
+ * and rewritten from dict by repair), < 0 on an error. */
+static int lmbox_check_dict_file(struct lmbox_check_ctx *ctx, uint32_t id,
+				 const unsigned char *dict, size_t len, unsigned char **fbuf_r,
+				 const unsigned char **fdict_r, size_t *flen_r)
+{
+	struct lmbox_store *store = ctx->store;
+	char why[LMBOX_ERRMSG_SIZE];
+	int ret;
+
+	ret = lmbox_sdict_file_read(store, id, fbuf_r, fdict_r, flen_r);
+	if (ret == 0 && (dict == NULL || (*flen_r == len && memcmp(*fdict_r, dict, len) == 0)))
+		return 1;
+	if (ret == 0) {
+		snprintf(why, sizeof(why), "the file of store dictionary %08lX differs from "
+			 "its record", (unsigned long)id);
+		free(*fbuf_r);
+		*fbuf_r = NULL;
+	} else if (ret == LMBOX_ERR_NOTFOUND || ret == LMBOX_ERR_CORRUPT) {
+		snprintf(why, sizeof(why), "%s", lmbox_store_errmsg(store));
+	} else {
+		return ret;
+	}
+	if (dict == NULL)
+		return 0;
+	lmbox_problem(ctx, "%s%s", why, ctx->repair ? " (rewritten from its record)" : "");
+	if (ctx->repair && (ret = lmbox_sdict_file_write(store, id, dict, len)) < 0)
+		return ret;
+	return 0;
+}
+
 /* Store dictionaries: each record good (a damaged copy is rewritten from
- * the other by repair), and meta "dict" names one that is. */
+ * the other by repair, a record with both copies damaged from a good
+ * file), each with its file DIR/dict/XXXXXXXX.dict (repair writes a
+ * missing or damaged one from the record), and meta "dict" names one that
+ * is good. */
 static int lmbox_check_dicts(struct lmbox_check_ctx *ctx)
 {
 	struct lmbox_store *store = ctx->store;
-	const unsigned char *dict;
-	unsigned char *copy;
+	const unsigned char *dict, *fdict;
+	unsigned char *copy, *fbuf;
+	uint32_t *from_file = NULL;
+	unsigned int from_file_count = 0;
 	MDB_cursor *cur;
 	MDB_val k, v;
 	uint32_t id, cur_id;
-	size_t len;
-	bool damaged, cur_good = false;
+	size_t len, flen;
+	bool damaged, cur_good = false, cur_seen = false;
 	int rc, ret;
 
 	if (!store->env->has_dicts)
@@ -1002,31 +1040,75 @@ static int lmbox_check_dicts(struct lmbox_check_ctx *ctx)
 		return ret;
 	if (ret == LMBOX_ERR_NOTFOUND)
 		cur_id = 0;
+	ret = 0;
 	if ((rc = mdb_cursor_open(ctx->txn, store->env->dbi_dicts, &cur)) != 0)
 		return lmbox_check_mdb(ctx, rc, "cursor");
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		if (lmbox_u32_key_decode(k.mv_data, k.mv_size, &id) < 0 ||
-		    lmbox_dict_rec_decode(v.mv_data, v.mv_size, id, &dict, &len, &damaged) < 0) {
-			lmbox_problem(ctx, "%s: a store dictionary record is damaged; messages "
-				      "compressed with it cannot be read: restore the store from "
-				      "a backup", store->mdb_path);
+		if (lmbox_u32_key_decode(k.mv_data, k.mv_size, &id) < 0) {
+			lmbox_problem(ctx, "%s: a store dictionary key is malformed",
+				      store->mdb_path);
+			continue;
+		}
+		if (id == cur_id)
+			cur_seen = true;
+		if (lmbox_dict_rec_decode(v.mv_data, v.mv_size, id, &dict, &len, &damaged) < 0) {
+			ret = lmbox_check_dict_file(ctx, id, NULL, 0, &fbuf, &fdict, &flen);
+			if (ret < 0)
+				break;
+			if (ret == 0) {
+				lmbox_problem(ctx, "%s: store dictionary %08lX is damaged and so is "
+					      "its file; messages compressed with it cannot be "
+					      "read: restore the store from a backup",
+					      store->mdb_path, (unsigned long)id);
+				continue;
+			}
+			free(fbuf);
+			if (id == cur_id)
+				cur_good = true;
+			lmbox_problem(ctx, "%s: both copies of store dictionary %08lX are "
+				      "damaged; its file is good%s", store->mdb_path,
+				      (unsigned long)id,
+				      ctx->repair ? " (record rewritten from it)" : "");
+			if (ctx->repair) {
+				uint32_t *n = realloc(from_file, (from_file_count + 1) *
+						      sizeof(*from_file));
+				if (n == NULL) {
+					ret = lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+					break;
+				}
+				from_file = n;
+				from_file[from_file_count++] = id;
+			}
 			continue;
 		}
 		if (id == cur_id)
 			cur_good = true;
-		if (!damaged)
+		if ((copy = malloc(len)) == NULL) {
+			ret = lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+			break;
+		}
+		/* the map may move under a repair's writes: a copy */
+		memcpy(copy, dict, len);
+		ret = lmbox_check_dict_file(ctx, id, copy, len, &fbuf, &fdict, &flen);
+		if (ret > 0)
+			free(fbuf);
+		if (ret < 0) {
+			free(copy);
+			break;
+		}
+		ret = 0;
+		if (!damaged) {
+			free(copy);
 			continue;
+		}
 		lmbox_problem(ctx, "%s: one copy of store dictionary %08lX is damaged%s",
 			      store->mdb_path, (unsigned long)id,
 			      ctx->repair ? " (rewritten from the other)" : "");
-		if (!ctx->repair)
+		if (!ctx->repair) {
+			free(copy);
 			continue;
-		if ((copy = malloc(len)) == NULL) {
-			mdb_cursor_close(cur);
-			return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
 		}
-		memcpy(copy, dict, len);
 		v.mv_size = lmbox_dict_rec_size(len);
 		rc = mdb_cursor_put(cur, &k, &v, MDB_CURRENT | MDB_RESERVE);
 		if (rc == 0)
@@ -1036,8 +1118,60 @@ static int lmbox_check_dicts(struct lmbox_check_ctx *ctx)
 			break;
 	}
 	mdb_cursor_close(cur);
-	if (rc != MDB_NOTFOUND)
+	if (ret < 0) {
+		free(from_file);
+		return ret;
+	}
+	if (rc != MDB_NOTFOUND) {
+		free(from_file);
 		return lmbox_check_mdb(ctx, rc, "checking store dictionaries");
+	}
+	/* records whose both copies were damaged, from their good files */
+	for (unsigned int i = 0; i < from_file_count; i++) {
+		unsigned char key[4];
+
+		id = from_file[i];
+		lmbox_put_be32(key, id);
+		if ((ret = lmbox_sdict_file_read(store, id, &fbuf, &fdict, &flen)) < 0)
+			break;
+		k.mv_size = sizeof(key);
+		k.mv_data = key;
+		v.mv_size = lmbox_dict_rec_size(flen);
+		rc = mdb_put(ctx->txn, store->env->dbi_dicts, &k, &v, MDB_RESERVE);
+		if (rc == 0)
+			lmbox_dict_rec_encode(fdict, flen, v.mv_data);
+		free(fbuf);
+		if (rc != 0) {
+			free(from_file);
+			return lmbox_check_mdb(ctx, rc, "rewriting a store dictionary");
+		}
+	}
+	free(from_file);
+	if (ret < 0)
+		return ret;
+	if (cur_id != 0 && !cur_seen) {
+		/* the record is gone, its file may not be */
+		if (lmbox_sdict_file_read(store, cur_id, &fbuf, &fdict, &flen) == 0) {
+			lmbox_problem(ctx, "%s: store dictionary %08lX has no record; its file "
+				      "is good%s", store->mdb_path, (unsigned long)cur_id,
+				      ctx->repair ? " (record rewritten from it)" : "");
+			cur_good = true;
+			if (ctx->repair) {
+				unsigned char key[4];
+
+				lmbox_put_be32(key, cur_id);
+				k.mv_size = sizeof(key);
+				k.mv_data = key;
+				v.mv_size = lmbox_dict_rec_size(flen);
+				rc = mdb_put(ctx->txn, store->env->dbi_dicts, &k, &v, MDB_RESERVE);
+				if (rc == 0)
+					lmbox_dict_rec_encode(fdict, flen, v.mv_data);
+			}
+			free(fbuf);
+			if (rc != 0 && rc != MDB_NOTFOUND)
+				return lmbox_check_mdb(ctx, rc, "rewriting a store dictionary");
+		}
+	}
 	if (cur_id != 0 && !cur_good) {
 		MDB_val mk = { strlen(LMBOX_META_DICT), (void *)LMBOX_META_DICT };
 

@@ -116,6 +116,24 @@ int lmbox_set_error(struct lmbox_store *store, int code, const char *fmt, ...)
 	return code;
 }
 
+void lmbox_set_warning(struct lmbox_store *store, const char *fmt, ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	vsnprintf(store->warning, sizeof(store->warning), fmt, args);
+	va_end(args);
+	store->has_warning = true;
+}
+
+const char *lmbox_store_take_warning(struct lmbox_store *store)
+{
+	if (!store->has_warning)
+		return NULL;
+	store->has_warning = false;
+	return store->warning;
+}
+
 int lmbox_set_errno(struct lmbox_store *store, int errnum, const char *fmt, ...)
 {
 	va_list args;

@@ -454,3 +454,39 @@ int lmbox_dict_rec_decode(const void *buf, size_t len, uint32_t id,
 	}
 	return LMBOX_ERR_CORRUPT;
 }
+
+size_t lmbox_dict_file_size(size_t dict_len)
+{
+	return LMBOX_DICT_FILE_HDR + dict_len;
+}
+
+void lmbox_dict_file_encode(const void *dict, size_t dict_len, uint32_t id, unsigned char *buf)
+{
+	memcpy(buf, LMBOX_DICT_FILE_MAGIC, 8);
+	lmbox_put_le32(buf + 8, LMBOX_DICT_FILE_VERSION);
+	lmbox_put_le32(buf + 12, (uint32_t)dict_len);
+	lmbox_put_le32(buf + 16, id);
+	lmbox_put_le32(buf + 20, (uint32_t)crc32(0, dict, (uInt)dict_len));
+	memcpy(buf + LMBOX_DICT_FILE_HDR, dict, dict_len);
+}
+
+int lmbox_dict_file_decode(const void *buf, size_t len, uint32_t id,
+			   const unsigned char **dict_r, size_t *dict_len_r)
+{
+	const unsigned char *p = buf, *d;
+	size_t n;
+
+	if (len < LMBOX_DICT_FILE_HDR || memcmp(p, LMBOX_DICT_FILE_MAGIC, 8) != 0 ||
+	    lmbox_get_le32(p + 8) != LMBOX_DICT_FILE_VERSION || lmbox_get_le32(p + 16) != id)
+		return LMBOX_ERR_CORRUPT;
+	n = lmbox_get_le32(p + 12);
+	if (n == 0 || n > LMBOX_SDICT_MAX || len != lmbox_dict_file_size(n))
+		return LMBOX_ERR_CORRUPT;
+	d = p + LMBOX_DICT_FILE_HDR;
+	if ((uint32_t)crc32(0, d, (uInt)n) != lmbox_get_le32(p + 20) ||
+	    (uint32_t)adler32(adler32(0, NULL, 0), d, (uInt)n) != id)
+		return LMBOX_ERR_CORRUPT;
+	*dict_r = d;
+	*dict_len_r = n;
+	return 0;
+}

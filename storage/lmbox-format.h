@@ -199,6 +199,19 @@ void lmbox_dict_rec_encode(const void *dict, size_t dict_len, unsigned char *buf
    LMBOX_ERR_CORRUPT; *damaged_r tells whether a copy failed. */
 int lmbox_dict_rec_decode(const void *buf, size_t len, uint32_t id,
 			  const unsigned char **dict_r, size_t *dict_len_r, bool *damaged_r);
+/* Store dictionary file (DIR/dict/XXXXXXXX.dict, XXXXXXXX = the id in
+   upper-case hex), a third copy outside lmbox.mdb: "LMBXDICT", u32 LE
+   version 1, u32 LE length n (1..LMBOX_SDICT_MAX), u32 LE id, u32 LE CRC-32
+   of the bytes, then the n bytes; the file is exactly LMBOX_DICT_FILE_HDR + n bytes long. */
+#define LMBOX_DICT_FILE_MAGIC "LMBXDICT"
+#define LMBOX_DICT_FILE_VERSION 1
+#define LMBOX_DICT_FILE_HDR 24
+size_t lmbox_dict_file_size(size_t dict_len);
+void lmbox_dict_file_encode(const void *dict, size_t dict_len, uint32_t id, unsigned char *buf);
+/* The dictionary in a whole file's bytes (its Adler-32 must be id), or
+   LMBOX_ERR_CORRUPT. */
+int lmbox_dict_file_decode(const void *buf, size_t len, uint32_t id,
+			   const unsigned char **dict_r, size_t *dict_len_r);
 void lmbox_seg_hdr_encode(const struct lmbox_seg_hdr *hdr, unsigned char buf[LMBOX_SEG_HDR_SIZE]);
 int lmbox_seg_hdr_decode(const void *buf, size_t len, struct lmbox_seg_hdr *hdr_r);
 

@@ -100,6 +100,10 @@ struct lmbox_store {
 	struct lmbox_sdict *sdicts;
 	uint32_t sdict_current;       /* what new messages use; 0 = none known */
 	bool sdict_tried;             /* this handle tried to train one */
+	uint32_t sdict_file_ok;       /* this dictionary's file is known to exist */
+	uint32_t sdict_unusable;      /* ... could not be written: codec 3 */
+	bool has_warning;             /* lmbox_store_take_warning() */
+	char warning[LMBOX_ERRMSG_SIZE];
 	char errmsg[LMBOX_ERRMSG_SIZE];
 };
 
@@ -429,6 +433,18 @@ int lmbox_sdict_current(struct lmbox_store *store, uint32_t *id_r);
    commit's: they are ignored and the handle does not try again. */
 void lmbox_sdict_maybe_train(struct lmbox_store *store);
 void lmbox_sdict_free_all(struct lmbox_store *store);
+/* DIR/dict/XXXXXXXX.dict, the third copy of a dictionary: read and
+   validated (*buf_r to free; LMBOX_ERR_NOTFOUND, LMBOX_ERR_CORRUPT), or
+   written (temp file, fsync, rename, directory fsync). */
+#define LMBOX_DICT_DIR "dict"
+int lmbox_sdict_file_read(struct lmbox_store *store, uint32_t id, unsigned char **buf_r,
+			  const unsigned char **dict_r, size_t *len_r);
+int lmbox_sdict_file_write(struct lmbox_store *store, uint32_t id,
+			   const unsigned char *dict, size_t len);
+mode_t lmbox_dir_mode(mode_t file_mode);
+/* a problem worth a log line that failed nothing (lmbox_store_take_warning) */
+void lmbox_set_warning(struct lmbox_store *store, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 /* lmbox-xform.c: the transformed stream of LMBOX_CODEC_DEFLATE_B64 (3):
    records of a 6-byte header (type, line length / 4, u32 LE length) and a

@@ -17,11 +17,28 @@
  * another process got there first, whose dictionary then stays.  A stored
  * dictionary never changes and is never deleted.
  *
- * Diagnostics: a codec 4 stream naming a dictionary the store lacks, or
- * whose record fails its checks, is LMBOX_ERR_CORRUPT.  Training failures
- * are not reported (the commit they follow succeeded; the messages go on
- * being stored as codec 3).
+ * A third copy lives outside lmbox.mdb, in DIR/dict/XXXXXXXX.dict
+ * (lmbox-format.h): it is written and made durable BEFORE the transaction
+ * that names the dictionary in meta "dict", so no message is ever written
+ * with a dictionary that lacks its file.  A dictionary whose file cannot
+ * be written is not published (messages stay codec 3; the handle's
+ * warning says why).  A store trained before the file existed gets it
+ * from its LMDB record the first time a read-write handle looks up the
+ * dictionary new messages use; if that fails too, that handle writes
+ * codec 3.  Readers use the record and fall back to the file when both
+ * copies fail their checks.
+ *
+ * Diagnostics: a codec 4 stream naming a dictionary that neither the store
+ * nor its file has intact is LMBOX_ERR_CORRUPT.  Training failures do not
+ * fail the commit they follow (the messages go on being stored as codec
+ * 3); they leave a warning (lmbox_store_take_warning()).
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -48,6 +65,192 @@ void lmbox_sdict_free_all(struct lmbox_store *store)
 	}
 }
 
+/* ---------------------------------------------------------- dict files */
+
+static void lmbox_sdict_file_path(struct lmbox_store *store, uint32_t id,
+				  char *buf, size_t size)
+{
+	snprintf(buf, size, "%s/" LMBOX_DICT_DIR "/%08lX.dict", store->dir,
+		 (unsigned long)id);
+}
+
+int lmbox_sdict_file_read(struct lmbox_store *store, uint32_t id, unsigned char **buf_r,
+			  const unsigned char **dict_r, size_t *len_r)
+{
+	char path[4096];
+	unsigned char *buf;
+	struct stat st;
+	size_t got = 0;
+	ssize_t n;
+	int fd, ret;
+
+	*buf_r = NULL;
+	lmbox_sdict_file_path(store, id, path, sizeof(path));
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+		if (errno == ENOENT)
+			return lmbox_set_error(store, LMBOX_ERR_NOTFOUND, "%s is missing", path);
+		return lmbox_set_errno(store, errno, "open(%s) failed", path);
+	}
+	if (fstat(fd, &st) < 0) {
+		ret = lmbox_set_errno(store, errno, "fstat(%s) failed", path);
+		close(fd);
+		return ret;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size < LMBOX_DICT_FILE_HDR ||
+	    (uint64_t)st.st_size > lmbox_dict_file_size(LMBOX_SDICT_MAX)) {
+		close(fd);
+		return lmbox_set_error(store, LMBOX_ERR_CORRUPT, "%s is damaged (size %lld)",
+				       path, (long long)st.st_size);
+	}
+	if ((buf = malloc((size_t)st.st_size)) == NULL) {
+		close(fd);
+		return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+	}
+	while (got < (size_t)st.st_size &&
+	       ((n = read(fd, buf + got, (size_t)st.st_size - got)) > 0 ||
+		(n < 0 && errno == EINTR)))
+		got += n > 0 ? (size_t)n : 0;
+	if (got < (size_t)st.st_size) {
+		ret = lmbox_set_errno(store, errno != 0 ? errno : EIO, "read(%s) failed", path);
+		free(buf);
+		close(fd);
+		return ret;
+	}
+	close(fd);
+	if (lmbox_dict_file_decode(buf, got, id, dict_r, len_r) < 0) {
+		free(buf);
+		return lmbox_set_error(store, LMBOX_ERR_CORRUPT, "%s is damaged", path);
+	}
+	*buf_r = buf;
+	return 0;
+}
+
+static int lmbox_sdict_fsync_dir(struct lmbox_store *store, const char *dir)
+{
+	int dfd, ret;
+
+	if (store->opts.fsync == LMBOX_FSYNC_NEVER)
+		return 0;
+	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return lmbox_set_errno(store, errno, "open(%s) failed", dir);
+	if (fsync(dfd) < 0) {
+		ret = lmbox_set_errno(store, errno, "fsync(%s) failed", dir);
+		close(dfd);
+		return ret;
+	}
+	close(dfd);
+	return 0;
+}
+
+/* DIR/dict, created (and its creation made durable) if missing */
+static int lmbox_sdict_dir(struct lmbox_store *store, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s/" LMBOX_DICT_DIR, store->dir);
+	if (mkdir(buf, lmbox_dir_mode(store->opts.file_mode)) == 0)
+		return lmbox_sdict_fsync_dir(store, store->dir);
+	if (errno != EEXIST)
+		return lmbox_set_errno(store, errno, "mkdir(%s) failed", buf);
+	return 0;
+}
+
+int lmbox_sdict_file_write(struct lmbox_store *store, uint32_t id,
+			   const unsigned char *dict, size_t len)
+{
+	char dir[4096], path[4096], tmp[4200];
+	unsigned char *buf;
+	size_t size = lmbox_dict_file_size(len), done = 0;
+	ssize_t n;
+	int fd, ret;
+
+	if ((ret = lmbox_sdict_dir(store, dir, sizeof(dir))) < 0)
+		return ret;
+	lmbox_sdict_file_path(store, id, path, sizeof(path));
+	/* per process: two trainers racing never write one temp file */
+	snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid());
+	if ((buf = malloc(size)) == NULL)
+		return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+	lmbox_dict_file_encode(dict, len, id, buf);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+		       store->opts.file_mode)) < 0) {
+		ret = lmbox_set_errno(store, errno, "creating %s failed", tmp);
+		free(buf);
+		return ret;
+	}
+	while (done < size && ((n = write(fd, buf + done, size - done)) > 0 ||
+			       (n < 0 && errno == EINTR)))
+		done += n > 0 ? (size_t)n : 0;
+	free(buf);
+	if (done < size) {
+		ret = lmbox_set_errno(store, errno != 0 ? errno : ENOSPC, "write(%s) failed", tmp);
+		goto fail;
+	}
+	if (store->opts.fsync != LMBOX_FSYNC_NEVER && fsync(fd) < 0) {
+		ret = lmbox_set_errno(store, errno, "fsync(%s) failed", tmp);
+		goto fail;
+	}
+	if (close(fd) < 0) {
+		fd = -1;
+		ret = lmbox_set_errno(store, errno, "close(%s) failed", tmp);
+		goto fail;
+	}
+	fd = -1;
+	if (rename(tmp, path) < 0) {
+		ret = lmbox_set_errno(store, errno, "rename(%s, %s) failed", tmp, path);
+		goto fail;
+	}
+	return lmbox_sdict_fsync_dir(store, dir);
+fail:
+	if (fd >= 0)
+		close(fd);
+	(void)unlink(tmp);
+	return ret;
+}
+
+static int lmbox_sdict_cache(struct lmbox_store *store, uint32_t id,
+			     const unsigned char *bytes, size_t len,
+			     const unsigned char **dict_r, size_t *len_r)
+{
+	struct lmbox_sdict *d;
+
+	if ((d = malloc(sizeof(*d) + len)) == NULL)
+		return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
+	d->id = id;
+	d->len = len;
+	memcpy(d->bytes, bytes, len);
+	d->next = store->sdicts;
+	store->sdicts = d;
+	*dict_r = d->bytes;
+	*len_r = d->len;
+	return 0;
+}
+
+/* Both LMDB copies failed (why: in store->errmsg): the file then. */
+static int lmbox_sdict_get_file(struct lmbox_store *store, uint32_t id,
+				const unsigned char **dict_r, size_t *len_r)
+{
+	char why[LMBOX_ERRMSG_SIZE];
+	const unsigned char *bytes;
+	unsigned char *buf;
+	size_t len;
+	int ret;
+
+	memcpy(why, store->errmsg, sizeof(why));
+	if (lmbox_sdict_file_read(store, id, &buf, &bytes, &len) < 0) {
+		char file_why[LMBOX_ERRMSG_SIZE];
+
+		memcpy(file_why, store->errmsg, sizeof(file_why));
+		return lmbox_set_error(store, LMBOX_ERR_CORRUPT, "%s; its file: %s",
+				       why, file_why);
+	}
+	ret = lmbox_sdict_cache(store, id, bytes, len, dict_r, len_r);
+	free(buf);
+	if (ret == 0) {
+		lmbox_set_warning(store, "%s; read from its file instead: "
+				  "run lmbox check --repair", why);
+	}
+	return ret;
+}
+
 int lmbox_sdict_get(struct lmbox_store *store, uint32_t id,
 		    const unsigned char **dict_r, size_t *len_r)
 {
@@ -68,9 +271,10 @@ int lmbox_sdict_get(struct lmbox_store *store, uint32_t id,
 		}
 	}
 	if (!store->env->has_dicts) {
-		return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+		(void)lmbox_set_error(store, LMBOX_ERR_CORRUPT,
 			"%s: store dictionary %08lX wanted, but the store has none",
 			store->mdb_path, (unsigned long)id);
+		return lmbox_sdict_get_file(store, id, dict_r, len_r);
 	}
 	key[0] = (unsigned char)(id >> 24);
 	key[1] = (unsigned char)(id >> 16);
@@ -81,9 +285,10 @@ int lmbox_sdict_get(struct lmbox_store *store, uint32_t id,
 	rc = mdb_get(txn, store->env->dbi_dicts, &k, &v);
 	if (rc == MDB_NOTFOUND) {
 		mdb_txn_abort(txn);
-		return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+		(void)lmbox_set_error(store, LMBOX_ERR_CORRUPT,
 			"%s: store dictionary %08lX is missing", store->mdb_path,
 			(unsigned long)id);
+		return lmbox_sdict_get_file(store, id, dict_r, len_r);
 	}
 	if (rc != 0) {
 		mdb_txn_abort(txn);
@@ -92,22 +297,45 @@ int lmbox_sdict_get(struct lmbox_store *store, uint32_t id,
 	}
 	if (lmbox_dict_rec_decode(v.mv_data, v.mv_size, id, &bytes, &len, &damaged) < 0) {
 		mdb_txn_abort(txn);
-		return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+		(void)lmbox_set_error(store, LMBOX_ERR_CORRUPT,
 			"%s: store dictionary %08lX is damaged (both copies)",
 			store->mdb_path, (unsigned long)id);
+		return lmbox_sdict_get_file(store, id, dict_r, len_r);
 	}
-	if ((d = malloc(sizeof(*d) + len)) == NULL) {
-		mdb_txn_abort(txn);
-		return lmbox_set_error(store, LMBOX_ERR_NOMEM, "out of memory");
-	}
-	d->id = id;
-	d->len = len;
-	memcpy(d->bytes, bytes, len);
+	ret = lmbox_sdict_cache(store, id, bytes, len, dict_r, len_r);
 	mdb_txn_abort(txn);
-	d->next = store->sdicts;
-	store->sdicts = d;
-	*dict_r = d->bytes;
-	*len_r = d->len;
+	return ret;
+}
+
+/* A read-write handle makes sure the dictionary new messages use has its
+ * file (a store trained before files existed gets it here) before any
+ * message is written with it.  Checks that the file is there, not its
+ * bytes (lmbox check does).  < 0: do not use the dictionary. */
+static int lmbox_sdict_file_ensure(struct lmbox_store *store, uint32_t id)
+{
+	const unsigned char *dict;
+	char path[4096];
+	struct stat st;
+	size_t len;
+	int ret;
+
+	if (store->sdict_file_ok == id || (store->opts.flags & LMBOX_OPEN_RDONLY) != 0)
+		return 0;
+	lmbox_sdict_file_path(store, id, path, sizeof(path));
+	if (stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+	    st.st_size > LMBOX_DICT_FILE_HDR &&
+	    (uint64_t)st.st_size <= lmbox_dict_file_size(LMBOX_SDICT_MAX)) {
+		store->sdict_file_ok = id;
+		return 0;
+	}
+	if ((ret = lmbox_sdict_get(store, id, &dict, &len)) < 0 ||
+	    (ret = lmbox_sdict_file_write(store, id, dict, len)) < 0) {
+		lmbox_set_warning(store, "store dictionary %08lX has no file and none could "
+				  "be written (%s): new messages are stored without it",
+				  (unsigned long)id, lmbox_store_errmsg(store));
+		return ret;
+	}
+	store->sdict_file_ok = id;
 	return 0;
 }
 
@@ -117,8 +345,19 @@ int lmbox_sdict_current(struct lmbox_store *store, uint32_t *id_r)
 	uint32_t id;
 	int ret;
 
-	*id_r = store->sdict_current;
-	if (store->sdict_current != 0 || !store->env->has_dicts)
+	*id_r = 0;
+	if (store->sdict_current != 0) {
+		if (store->sdict_unusable == store->sdict_current)
+			return 0;
+		if (lmbox_sdict_file_ensure(store, store->sdict_current) < 0) {
+			/* this handle tries once; its messages are codec 3 */
+			store->sdict_unusable = store->sdict_current;
+			return 0;
+		}
+		*id_r = store->sdict_current;
+		return 0;
+	}
+	if (!store->env->has_dicts)
 		return 0;
 	if ((ret = lmbox_rtxn_begin(store, &txn)) < 0)
 		return ret;
@@ -128,8 +367,8 @@ int lmbox_sdict_current(struct lmbox_store *store, uint32_t *id_r)
 		return 0;
 	if (ret < 0)
 		return ret;
-	store->sdict_current = *id_r = id;
-	return 0;
+	store->sdict_current = id;
+	return id == 0 ? 0 : lmbox_sdict_current(store, id_r);
 }
 
 /* ------------------------------------------------------------ training */
@@ -253,6 +492,9 @@ static int lmbox_sdict_store_fn(struct lmbox_wctx *ctx, void *context)
 	if (rc != MDB_NOTFOUND)
 		return lmbox_set_mdb_error(store, rc, "%s: reading store dictionaries",
 					   store->mdb_path);
+	/* tests/unit/test-sdict: a crash after the file, before the commit */
+	if (getenv("LMBOX_TEST_KILL_IN_SDICT") != NULL)
+		(void)raise(SIGKILL);
 	v.mv_size = lmbox_dict_rec_size(sc->len);
 	rc = mdb_put(ctx->txn, store->env->dbi_dicts, &k, &v, MDB_RESERVE | MDB_NOOVERWRITE);
 	if (rc != 0)
@@ -320,6 +562,25 @@ static int lmbox_sdict_due(struct lmbox_store *store)
 	return ret;
 }
 
+/* The file of the dictionary just trained.  A good file of the same id
+ * with other bytes (an Adler-32 collision with an older dictionary) is
+ * never replaced: no dictionary then (sc->len = 0). */
+static int lmbox_sdict_train_file(struct lmbox_store *store,
+				  struct lmbox_sdict_store_ctx *sc)
+{
+	const unsigned char *old;
+	unsigned char *buf;
+	size_t old_len;
+
+	if (lmbox_sdict_file_read(store, sc->id, &buf, &old, &old_len) == 0) {
+		if (old_len != sc->len || memcmp(old, sc->dict, sc->len) != 0)
+			sc->len = 0;
+		free(buf);
+		return 0;
+	}
+	return lmbox_sdict_file_write(store, sc->id, sc->dict, sc->len);
+}
+
 static int lmbox_sdict_train(struct lmbox_store *store)
 {
 	struct lmbox_sdict_train *t;
@@ -333,6 +594,19 @@ static int lmbox_sdict_train(struct lmbox_store *store)
 	MDB_val k, v;
 	int rc, ret;
 
+	/* a dictionary directory that cannot take the file: do not read
+	   the messages for nothing */
+	{
+		char dir[4096];
+
+		if ((ret = lmbox_sdict_dir(store, dir, sizeof(dir))) < 0 ||
+		    (access(dir, W_OK) < 0 &&
+		     (ret = lmbox_set_errno(store, errno, "%s is not writable", dir)) < 0)) {
+			lmbox_set_warning(store, "no store dictionary trained: %s",
+					  lmbox_store_errmsg(store));
+			return ret;
+		}
+	}
 	/* the first messages' records, copied out of the read snapshot */
 	if ((metas = calloc(LMBOX_SDICT_TRAIN_MSGS, sizeof(*metas))) == NULL)
 		return LMBOX_ERR_NOMEM;
@@ -385,9 +659,18 @@ static int lmbox_sdict_train(struct lmbox_store *store)
 		sc.len = t->len;
 		sc.id = (uint32_t)adler32(adler32(0, NULL, 0), dict, (uInt)t->len);
 	}
+	/* its file first, durable before any message can use it */
+	if (sc.len > 0 && (ret = lmbox_sdict_train_file(store, &sc)) < 0) {
+		lmbox_set_warning(store, "store dictionary %08lX not used: writing its file "
+				  "failed: %s", (unsigned long)sc.id, lmbox_store_errmsg(store));
+		goto out;
+	}
 	/* with too little text: meta "dict" = 0, none, no more training */
-	if ((ret = lmbox_write(store, lmbox_sdict_store_fn, &sc)) == 0)
+	if ((ret = lmbox_write(store, lmbox_sdict_store_fn, &sc)) == 0) {
 		store->sdict_current = sc.id;
+		if (sc.len > 0)
+			store->sdict_file_ok = sc.id;
+	}
 out:
 	free(dict);
 	free(buf);

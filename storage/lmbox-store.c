@@ -85,7 +85,7 @@ void lmbox_random_bytes(void *buf, size_t size)
 	}
 }
 
-static mode_t lmbox_dir_mode(mode_t file_mode)
+mode_t lmbox_dir_mode(mode_t file_mode)
 {
 	mode_t mode = file_mode & 0777;
 

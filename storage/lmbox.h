@@ -171,6 +171,10 @@ void lmbox_store_close(struct lmbox_store **store);
 int lmbox_store_reclaim(struct lmbox_store *store);
 /* One line about the last failure on this store. */
 const char *lmbox_store_errmsg(const struct lmbox_store *store);
+/* A problem that failed no call but belongs in the log (e.g. the store
+ * dictionary could not be trained or its file written), once: NULL when
+ * there is none; valid until the next call into the store. */
+const char *lmbox_store_take_warning(struct lmbox_store *store);
 const char *lmbox_store_path(const struct lmbox_store *store);
 /* Make every commit so far durable (one fdatasync of lmbox.mdb, none if
  * nothing committed since the last one or with LMBOX_FSYNC_NEVER): what a

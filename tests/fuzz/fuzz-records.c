@@ -1,6 +1,6 @@
 /*
  * libFuzzer target: every decoder of LMDB records and keys and of segment
- * and blob headers, store dictionary records (storage/lmbox-format.h).  The first input byte picks the
+ * and blob headers, store dictionary records and files (storage/lmbox-format.h).  The first input byte picks the
  * decoder, the rest is the record.  A record that decodes must re-encode to
  * something that decodes to the same values: decoders and encoders agree.
  */
@@ -128,6 +128,20 @@ static void fuzz_fixed(uint8_t which, const uint8_t *data, size_t size)
 			break;
 		a32 = (uint32_t)data[0] << 24 | (uint32_t)data[1] << 16 |
 			(uint32_t)data[2] << 8 | data[3];
+		/* the same bytes as a dictionary file (DIR/dict/XXXXXXXX.dict) */
+		if (lmbox_dict_file_decode(data + 4, size - 4, a32, &d, &n) == 0) {
+			CHECK(n > 0 && n <= LMBOX_SDICT_MAX && d >= data + 4 &&
+			      d + n == data + size);
+			buf = malloc(lmbox_dict_file_size(n));
+			CHECK(buf != NULL);
+			lmbox_dict_file_encode(d, n, a32, buf);
+			CHECK(lmbox_dict_file_size(n) == size - 4 &&
+			      memcmp(buf, data + 4, size - 4) == 0);
+			CHECK(lmbox_dict_file_decode(buf, lmbox_dict_file_size(n), a32,
+						     &d2, &n2) == 0);
+			CHECK(n2 == n && memcmp(d2, d, n) == 0);
+			free(buf);
+		}
 		if (lmbox_dict_rec_decode(data + 4, size - 4, a32, &d, &n, &damaged) < 0)
 			break;
 		CHECK(n > 0 && n <= LMBOX_SDICT_MAX && d >= data + 4 && d + n <= data + size);

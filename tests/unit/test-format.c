@@ -125,6 +125,41 @@ static void test_dict_rec(void)
 	free(buf);
 }
 
+static int dec_dict_file(const void *buf, size_t len)
+{
+	const unsigned char *d;
+	size_t n;
+
+	return lmbox_dict_file_decode(buf, len, dict_id, &d, &n);
+}
+
+/* Store dictionary files: every flipped bit, a short or long file and
+ * another id are refused (the file has one copy). */
+static void test_dict_file(void)
+{
+	static const char dict[] = "Subject: lunch\r\nFrom: alice\r\nsome words";
+	size_t len = sizeof(dict) - 1, size = lmbox_dict_file_size(len), n;
+	unsigned char *buf = malloc(size + 1);
+	const unsigned char *d;
+
+	CHECK(size == 24 + len);
+	dict_id = (uint32_t)adler32(adler32(0, NULL, 0), (const Bytef *)dict, (uInt)len);
+	lmbox_dict_file_encode(dict, len, dict_id, buf);
+	CHECK(memcmp(buf, "LMBXDICT", 8) == 0);
+	CHECK(lmbox_dict_file_decode(buf, size, dict_id, &d, &n) == 0);
+	CHECK(n == len && memcmp(d, dict, len) == 0 && d == buf + 24);
+	torture("dictfile", dec_dict_file, buf, size);
+	for (size_t bit = 0; bit < size * 8; bit++) {
+		buf[bit / 8] ^= (unsigned char)(1 << (bit % 8));
+		CHECK(lmbox_dict_file_decode(buf, size, dict_id, &d, &n) == LMBOX_ERR_CORRUPT);
+		buf[bit / 8] ^= (unsigned char)(1 << (bit % 8));
+	}
+	buf[size] = 0;
+	CHECK(lmbox_dict_file_decode(buf, size + 1, dict_id, &d, &n) == LMBOX_ERR_CORRUPT);
+	CHECK(lmbox_dict_file_decode(buf, size, dict_id ^ 1, &d, &n) == LMBOX_ERR_CORRUPT);
+	free(buf);
+}
+
 int main(void)
 {
 	struct lmbox_msg_meta meta, out;
@@ -222,6 +257,7 @@ int main(void)
 	CHECK(LMBOX_CODEC_MAX == 4 && LMBOX_CODEC_DEFLATE_DICT1 == 2 &&
 	      LMBOX_CODEC_DEFLATE_B64 == 3 && LMBOX_CODEC_DEFLATE_B64_SDICT == 4);
 	test_dict_rec();
+	test_dict_file();
 
 	lmbox_seg_hdr_encode(&sh, hbuf);
 	CHECK(lmbox_seg_hdr_decode(hbuf, sizeof(hbuf), &sh2) == 0);

@@ -6,7 +6,12 @@
  * repaired by lmbox_check, two damaged copies make exactly the codec 4
  * messages unreadable (LMBOX_ERR_CORRUPT) and are reported.
  */
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "test-common.h"
@@ -119,6 +124,26 @@ static int flip_fn(struct lmbox_wctx *ctx, void *context)
 	return rc == 0 ? 0 : LMBOX_ERR_IO;
 }
 
+static const char *dict_file(const char *name, uint32_t id)
+{
+	static char path[600];
+
+	snprintf(path, sizeof(path), "%s/dict/%08lX.dict", test_path(name), (unsigned long)id);
+	return path;
+}
+
+static void flip_file_byte(uint32_t id, off_t off)
+{
+	unsigned char c;
+	int fd = open(dict_file("sdict", id), O_RDWR);
+
+	CHECK(fd >= 0);
+	CHECK(pread(fd, &c, 1, off) == 1);
+	c ^= 0x04;
+	CHECK(pwrite(fd, &c, 1, off) == 1);
+	close(fd);
+}
+
 static int drop_dicts_fn(struct lmbox_wctx *ctx, void *context)
 {
 	(void)context;
@@ -158,6 +183,128 @@ static void test_old_store(void)
 		len = make_msg(i, buf, sizeof(buf));
 		uid = test_append(store, folder, buf, len, NULL);
 	}
+	get_meta(store, uid, &meta);
+	CHECK(meta.codec == LMBOX_CODEC_DEFLATE_B64_SDICT);
+	CHECK_OK(store, read_check(store, uid, LMBOX_SDICT_TRAIN_MSGS));
+	CHECK(lmbox_check(store, LMBOX_CHECK_BODIES, NULL, NULL) == 0);
+	/* trained before dictionary files: the next read-write handle
+	   that saves writes it from the record before using it */
+	CHECK(lmbox_sdict_current(store, &id) == 0 && id != 0);
+	CHECK(unlink(dict_file("old", id)) == 0);
+	lmbox_store_close(&store);
+	store = test_open("old", 0);
+	len = make_msg(300, buf, sizeof(buf));
+	uid = test_append(store, folder, buf, len, NULL);
+	get_meta(store, uid, &meta);
+	CHECK(meta.codec == LMBOX_CODEC_DEFLATE_B64_SDICT);
+	CHECK(access(dict_file("old", id), F_OK) == 0);
+	CHECK(lmbox_check(store, 0, NULL, NULL) == 0);
+	lmbox_store_close(&store);
+}
+
+/* A dictionary whose file cannot be written is not published: the saves
+ * go on as codec 3, with a warning; once the file can be written, a new
+ * handle trains. */
+static void test_no_dict_dir(void)
+{
+	struct lmbox_store *store;
+	struct lmbox_msg_meta meta;
+	char buf[4096], dir[600];
+	uint32_t uid = 0, id;
+	size_t len;
+	int fd;
+
+	store = test_open("rodict", LMBOX_OPEN_CREATE);
+	CHECK_OK(store, lmbox_folder_create(store, "INBOX", 0, NULL, &folder));
+	snprintf(dir, sizeof(dir), "%s/dict", test_path("rodict"));
+	if (geteuid() == 0) {
+		/* root writes into a read-only directory: a file in its place */
+		CHECK((fd = open(dir, O_WRONLY | O_CREAT | O_EXCL, 0600)) >= 0);
+		close(fd);
+	} else {
+		CHECK(mkdir(dir, 0500) == 0);
+	}
+	for (unsigned int i = 0; i < LMBOX_SDICT_TRAIN_MSGS + 5; i++) {
+		len = make_msg(i, buf, sizeof(buf));
+		uid = test_append(store, folder, buf, len, NULL);
+		if (i + 1 == LMBOX_SDICT_TRAIN_MSGS) {
+			const char *w = lmbox_store_take_warning(store);
+
+			CHECK(w != NULL && strstr(w, "dict") != NULL);
+		}
+	}
+	get_meta(store, uid, &meta);
+	CHECK(meta.codec == LMBOX_CODEC_DEFLATE_DICT1);
+	CHECK(lmbox_sdict_current(store, &id) == 0 && id == 0);
+	CHECK_OK(store, read_check(store, uid, LMBOX_SDICT_TRAIN_MSGS + 4));
+	CHECK(lmbox_check(store, 0, NULL, NULL) == 0);
+	lmbox_store_close(&store);
+	/* a new handle: trained now that the directory is usable */
+	if (geteuid() == 0)
+		CHECK(unlink(dir) == 0);
+	else
+		CHECK(chmod(dir, 0700) == 0);
+	store = test_open("rodict", 0);
+	len = make_msg(400, buf, sizeof(buf));
+	(void)test_append(store, folder, buf, len, NULL);
+	CHECK(lmbox_sdict_current(store, &id) == 0 && id != 0);
+	CHECK(access(dict_file("rodict", id), F_OK) == 0);
+	uid = test_append(store, folder, buf, len, NULL);
+	get_meta(store, uid, &meta);
+	CHECK(meta.codec == LMBOX_CODEC_DEFLATE_B64_SDICT);
+	CHECK_OK(store, read_check(store, uid, 400));
+	CHECK(lmbox_check(store, LMBOX_CHECK_BODIES, NULL, NULL) == 0);
+	lmbox_store_close(&store);
+}
+
+/* Killed inside the transaction that publishes the dictionary, after its
+ * file was written: nothing published, the messages all there, check
+ * clean (the orphan file is harmless); the next training comes out with
+ * the same bytes, keeps the file and publishes. */
+static void test_killed_training(void)
+{
+	struct lmbox_store *store;
+	struct lmbox_msg_meta meta;
+	char buf[4096], dir[600];
+	uint32_t uid = 0, id;
+	size_t len;
+	pid_t pid;
+	int status;
+	DIR *dh;
+	struct dirent *de;
+	unsigned int files = 0;
+
+	store = test_open("killed", LMBOX_OPEN_CREATE);
+	CHECK_OK(store, lmbox_folder_create(store, "INBOX", 0, NULL, &folder));
+	lmbox_store_close(&store);
+	fflush(NULL);
+	if ((pid = fork()) == 0) {
+		setenv("LMBOX_TEST_KILL_IN_SDICT", "1", 1);
+		store = test_open("killed", 0);
+		for (unsigned int i = 0; i < LMBOX_SDICT_TRAIN_MSGS; i++) {
+			len = make_msg(i, buf, sizeof(buf));
+			(void)test_append(store, folder, buf, len, NULL);
+		}
+		_exit(0);
+	}
+	CHECK(pid > 0);
+	CHECK(waitpid(pid, &status, 0) == pid);
+	CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+	store = test_open("killed", 0);
+	CHECK(lmbox_sdict_current(store, &id) == 0 && id == 0);
+	snprintf(dir, sizeof(dir), "%s/dict", test_path("killed"));
+	CHECK((dh = opendir(dir)) != NULL);
+	while ((de = readdir(dh)) != NULL)
+		files += strstr(de->d_name, ".dict") != NULL && strstr(de->d_name, ".tmp") == NULL;
+	closedir(dh);
+	CHECK(files == 1);
+	CHECK(lmbox_check(store, LMBOX_CHECK_BODIES, NULL, NULL) == 0);
+	len = make_msg(LMBOX_SDICT_TRAIN_MSGS, buf, sizeof(buf));
+	(void)test_append(store, folder, buf, len, NULL);
+	CHECK(lmbox_sdict_current(store, &id) == 0 && id != 0);
+	CHECK(access(dict_file("killed", id), F_OK) == 0);
+	uid = test_append(store, folder, buf, len, NULL);
 	get_meta(store, uid, &meta);
 	CHECK(meta.codec == LMBOX_CODEC_DEFLATE_B64_SDICT);
 	CHECK_OK(store, read_check(store, uid, LMBOX_SDICT_TRAIN_MSGS));
@@ -202,6 +349,19 @@ int main(void)
 			stored_after += meta.stored_size;
 		CHECK_OK(store, read_check(store, uids[i], i));
 	}
+	/* its file was written at training, and holds the same bytes */
+	CHECK(lmbox_sdict_current(store, &id) == 0 && id != 0);
+	{
+		const unsigned char *d, *fd_bytes;
+		unsigned char *fbuf;
+		size_t dlen, flen;
+
+		CHECK(access(dict_file("sdict", id), F_OK) == 0);
+		CHECK_OK(store, lmbox_sdict_get(store, id, &d, &dlen));
+		CHECK_OK(store, lmbox_sdict_file_read(store, id, &fbuf, &fd_bytes, &flen));
+		CHECK(flen == dlen && memcmp(fd_bytes, d, dlen) == 0);
+		free(fbuf);
+	}
 	/* the same kind of text, a quarter smaller or better (a third here) */
 	CHECK(stored_after * 4 < stored_before * 3);
 	check_every_stored_byte(store, uids[110], 110);
@@ -229,7 +389,7 @@ int main(void)
 	CHECK(lmbox_check(store, LMBOX_CHECK_REPAIR, NULL, NULL) == 1);
 	CHECK(lmbox_check(store, 0, NULL, NULL) == 0);
 
-	/* both copies damaged: codec 4 messages are corrupt, not others */
+	/* both copies damaged: read from the file; reported, record repaired */
 	{
 		const unsigned char *d;
 		size_t dlen = 0;
@@ -243,8 +403,51 @@ int main(void)
 	CHECK_OK(store, lmbox_write(store, flip_fn, &fc));
 	lmbox_store_close(&store);
 	store = test_open("sdict", 0);
+	CHECK_OK(store, read_check(store, uids[130], 130));
+	{
+		const char *w = lmbox_store_take_warning(store);
+
+		CHECK(w != NULL && strstr(w, "its file") != NULL);
+		CHECK(lmbox_store_take_warning(store) == NULL);
+	}
+	CHECK(lmbox_check(store, 0, NULL, NULL) == 1);
+	CHECK(lmbox_check(store, LMBOX_CHECK_REPAIR, NULL, NULL) == 1);
+	CHECK(lmbox_check(store, 0, NULL, NULL) == 0);
+	lmbox_store_close(&store);
+	store = test_open("sdict", 0);
+	CHECK_OK(store, read_check(store, uids[131], 131));
+	CHECK(lmbox_store_take_warning(store) == NULL);
+
+	/* the file damaged: reported, rewritten from the record */
+	flip_file_byte(id, LMBOX_DICT_FILE_HDR + 100);
+	CHECK(lmbox_check(store, 0, NULL, NULL) == 1);
+	CHECK(lmbox_check(store, LMBOX_CHECK_REPAIR, NULL, NULL) == 1);
+	CHECK(lmbox_check(store, 0, NULL, NULL) == 0);
+	/* the file missing: the same */
+	CHECK(unlink(dict_file("sdict", id)) == 0);
+	CHECK(lmbox_check(store, 0, NULL, NULL) == 1);
+	CHECK(lmbox_check(store, LMBOX_CHECK_REPAIR, NULL, NULL) == 1);
+	CHECK(lmbox_check(store, 0, NULL, NULL) == 0);
+	CHECK(access(dict_file("sdict", id), F_OK) == 0);
+
+	/* both copies and the file damaged: codec 4 messages are corrupt,
+	   not others */
+	flip_file_byte(id, LMBOX_DICT_FILE_HDR + 100);
+	fc.off = LMBOX_DICT_REC_FIXED + 10;
+	CHECK_OK(store, lmbox_write(store, flip_fn, &fc));
+	{
+		const unsigned char *d;
+		size_t dlen = 0;
+
+		CHECK_OK(store, lmbox_sdict_get(store, id, &d, &dlen));
+		fc.off = LMBOX_DICT_REC_FIXED + dlen + 10;
+	}
+	CHECK_OK(store, lmbox_write(store, flip_fn, &fc));
+	lmbox_store_close(&store);
+	store = test_open("sdict", 0);
 	CHECK_ERR(store, read_check(store, uids[130], 130), LMBOX_ERR_CORRUPT);
 	CHECK(strstr(lmbox_store_errmsg(store), "dictionary") != NULL);
+	CHECK(strstr(lmbox_store_errmsg(store), "its file") != NULL);
 	CHECK_OK(store, read_check(store, uids[5], 5));
 	CHECK_OK(store, read_check(store, uid_plain, 7));
 	CHECK(lmbox_check(store, 0, NULL, NULL) > 0);
@@ -268,5 +471,7 @@ int main(void)
 	}
 	lmbox_store_close(&store);
 	test_old_store();
+	test_no_dict_dir();
+	test_killed_training();
 	return test_exit();
 }
