@@ -461,6 +461,23 @@ static int lmbox_body_truncated(struct lmbox_body *body)
 }
 
 /* The zlib header (RFC 1950): CMF, FLG and, with FDICT, the DICTID. */
+/* The zlib header names a dictionary the body may use: give it to inflate
+ * and go past the 6 header bytes. */
+static int lmbox_body_set_dict(struct lmbox_body *body, z_stream *zs,
+			       const unsigned char *dict, size_t dict_len)
+{
+	if (inflateSetDictionary(zs, dict, (uInt)dict_len) != Z_OK) {
+		return lmbox_set_error(body->store, LMBOX_ERR_CORRUPT,
+			"%s/seg/%08X: inflateSetDictionary for uid %u in folder %u failed",
+			body->store->dir, body->seg_id, body->uid, body->folder_id);
+	}
+	body->z_dict = true;
+	zs->next_in += 6;
+	zs->avail_in -= 6;
+	body->z_hdr = true;
+	return 0;
+}
+
 static int lmbox_body_zlib_header(struct lmbox_body *body)
 {
 	struct lmbox_store *store = body->store;
@@ -518,16 +535,7 @@ static int lmbox_body_zlib_header(struct lmbox_body *body)
 				"%s/seg/%08X: compressed body of uid %u in folder %u: %.300s",
 				store->dir, body->seg_id, body->uid, body->folder_id, cause);
 		}
-		if (inflateSetDictionary(zs, dict, (uInt)dict_len) != Z_OK) {
-			return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
-				"%s/seg/%08X: inflateSetDictionary for uid %u in folder %u failed",
-				store->dir, body->seg_id, body->uid, body->folder_id);
-		}
-		body->z_dict = true;
-		zs->next_in += 6;
-		zs->avail_in -= 6;
-		body->z_hdr = true;
-		return 0;
+		return lmbox_body_set_dict(body, zs, dict, dict_len);
 	}
 	if (body->codec == LMBOX_CODEC_DEFLATE || dictid != LMBOX_DICT1_ADLER32) {
 		/* codec 1 stream asking for a dictionary, or another one */
@@ -537,16 +545,7 @@ static int lmbox_body_zlib_header(struct lmbox_body *body)
 			body->uid, body->folder_id, (unsigned long)dictid, body->codec);
 	}
 	/* the DICTID names dictionary 1: go on with it */
-	if (inflateSetDictionary(zs, lmbox_dict1, (uInt)lmbox_dict1_size) != Z_OK) {
-		return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
-			"%s/seg/%08X: inflateSetDictionary for uid %u in folder %u failed",
-			store->dir, body->seg_id, body->uid, body->folder_id);
-	}
-	body->z_dict = true;
-	zs->next_in += 6;
-	zs->avail_in -= 6;
-	body->z_hdr = true;
-	return 0;
+	return lmbox_body_set_dict(body, zs, lmbox_dict1, lmbox_dict1_size);
 }
 
 /* After the deflate data: the Adler-32 trailer, then nothing. */

@@ -1019,6 +1019,24 @@ static int lmbox_check_dict_file(struct lmbox_check_ctx *ctx, uint32_t id,
  * file), each with its file DIR/dict/XXXXXXXX.dict (repair writes a
  * missing or damaged one from the record), and meta "dict" names one that
  * is good. */
+/* --repair: (re)write store dictionary id's record from good bytes. */
+static int lmbox_check_put_dict(struct lmbox_check_ctx *ctx, uint32_t id,
+				const unsigned char *dict, size_t len)
+{
+	unsigned char key[4];
+	MDB_val k, v;
+	int rc;
+
+	lmbox_put_be32(key, id);
+	k.mv_size = sizeof(key);
+	k.mv_data = key;
+	v.mv_size = lmbox_dict_rec_size(len);
+	rc = mdb_put(ctx->txn, ctx->store->env->dbi_dicts, &k, &v, MDB_RESERVE);
+	if (rc == 0)
+		lmbox_dict_rec_encode(dict, len, v.mv_data);
+	return rc;
+}
+
 static int lmbox_check_dicts(struct lmbox_check_ctx *ctx)
 {
 	struct lmbox_store *store = ctx->store;
@@ -1128,18 +1146,10 @@ static int lmbox_check_dicts(struct lmbox_check_ctx *ctx)
 	}
 	/* records whose both copies were damaged, from their good files */
 	for (unsigned int i = 0; i < from_file_count; i++) {
-		unsigned char key[4];
-
 		id = from_file[i];
-		lmbox_put_be32(key, id);
 		if ((ret = lmbox_sdict_file_read(store, id, &fbuf, &fdict, &flen)) < 0)
 			break;
-		k.mv_size = sizeof(key);
-		k.mv_data = key;
-		v.mv_size = lmbox_dict_rec_size(flen);
-		rc = mdb_put(ctx->txn, store->env->dbi_dicts, &k, &v, MDB_RESERVE);
-		if (rc == 0)
-			lmbox_dict_rec_encode(fdict, flen, v.mv_data);
+		rc = lmbox_check_put_dict(ctx, id, fdict, flen);
 		free(fbuf);
 		if (rc != 0) {
 			free(from_file);
@@ -1156,17 +1166,8 @@ static int lmbox_check_dicts(struct lmbox_check_ctx *ctx)
 				      "is good%s", store->mdb_path, (unsigned long)cur_id,
 				      ctx->repair ? " (record rewritten from it)" : "");
 			cur_good = true;
-			if (ctx->repair) {
-				unsigned char key[4];
-
-				lmbox_put_be32(key, cur_id);
-				k.mv_size = sizeof(key);
-				k.mv_data = key;
-				v.mv_size = lmbox_dict_rec_size(flen);
-				rc = mdb_put(ctx->txn, store->env->dbi_dicts, &k, &v, MDB_RESERVE);
-				if (rc == 0)
-					lmbox_dict_rec_encode(fdict, flen, v.mv_data);
-			}
+			if (ctx->repair)
+				rc = lmbox_check_put_dict(ctx, cur_id, fdict, flen);
 			free(fbuf);
 			if (rc != 0 && rc != MDB_NOTFOUND)
 				return lmbox_check_mdb(ctx, rc, "rewriting a store dictionary");

@@ -274,6 +274,9 @@ int64_t lmbox_now(void);
 void lmbox_mdb_trim(struct lmbox_store *store);
 /* Bytes of lmbox.mdb's pages that belong to a B-tree now (0 if unknown). */
 uint64_t lmbox_mdb_in_use_bytes(struct lmbox_env *env);
+/* Header+stored bytes of every live blob (the segment records), as of
+   txn; 0 if they cannot be read (lmbox-trim.c). */
+uint64_t lmbox_live_blob_bytes(struct lmbox_env *env, MDB_txn *txn);
 /* Free the blocks kept past the end of lmbox.mdb; true if any were. */
 bool lmbox_release_mdb_reserve(struct lmbox_store *store);
 

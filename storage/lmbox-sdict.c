@@ -507,26 +507,6 @@ static int lmbox_sdict_store_fn(struct lmbox_wctx *ctx, void *context)
 	return 0;
 }
 
-/* Bytes the store's segments hold for live messages (a few records). */
-static uint64_t lmbox_sdict_stored_bytes(struct lmbox_store *store, MDB_txn *txn)
-{
-	struct lmbox_seg_rec rec;
-	uint64_t total = 0;
-	MDB_cursor *cur;
-	MDB_val k, v;
-	int rc;
-
-	if (mdb_cursor_open(txn, store->env->dbi_segs, &cur) != 0)
-		return 0;
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		if (lmbox_seg_rec_decode(v.mv_data, v.mv_size, &rec) == 0)
-			total += rec.live_bytes;
-	}
-	mdb_cursor_close(cur);
-	return total;
-}
-
 /* What the store must hold before it trains: LMBOX_SDICT_TRAIN_STORED, or
    for tests LMBOX_TEST_SDICT_STORED (bytes). */
 static uint64_t lmbox_sdict_train_stored(void)
@@ -556,7 +536,7 @@ static int lmbox_sdict_due(struct lmbox_store *store)
 	} else if (ret == LMBOX_ERR_NOTFOUND) {
 		ret = mdb_stat(txn, store->env->dbi_msgs, &st) != 0 ? LMBOX_ERR_IO :
 			st.ms_entries >= LMBOX_SDICT_TRAIN_MSGS &&
-			lmbox_sdict_stored_bytes(store, txn) >= lmbox_sdict_train_stored();
+			lmbox_live_blob_bytes(store->env, txn) >= lmbox_sdict_train_stored();
 	}
 	mdb_txn_abort(txn);
 	return ret;

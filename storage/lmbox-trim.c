@@ -222,7 +222,7 @@ static bool lmbox_page_allocated(int fd, unsigned int psize, uint64_t pgno,
 
 /* Header+stored bytes of every live blob (the segment records), as of
  * txn; 0 if they cannot be read. */
-static uint64_t lmbox_live_blob_bytes(struct lmbox_env *env, MDB_txn *txn)
+uint64_t lmbox_live_blob_bytes(struct lmbox_env *env, MDB_txn *txn)
 {
 	struct lmbox_seg_rec rec;
 	MDB_cursor *cur;
