@@ -289,6 +289,22 @@ static int lmbox_env_init_dbs(struct lmbox_store *store, struct lmbox_env *env,
 	return ret;
 }
 
+/* Open the databases of env for store and check the format; on success
+ * env has its first reference. */
+static int lmbox_env_attach_dbs(struct lmbox_store *store, struct lmbox_env *env,
+				bool create)
+{
+	int ret;
+
+	store->env = env; /* the meta helpers find the dbis through it */
+	ret = lmbox_env_init_dbs(store, env, create);
+	store->env = NULL;
+	if (ret < 0)
+		return ret;
+	env->refcount = 1;
+	return 0;
+}
+
 static int lmbox_env_create(struct lmbox_store *store, bool create, struct lmbox_env **env_r)
 {
 	const struct lmbox_store_opts *opts = &store->opts;
@@ -354,12 +370,8 @@ static int lmbox_env_create(struct lmbox_store *store, bool create, struct lmbox
 	}
 	/* slots of readers that died without ending their transaction */
 	(void)mdb_reader_check(env->env, &dead);
-	store->env = env; /* the meta helpers find the dbis through it */
-	ret = lmbox_env_init_dbs(store, env, create);
-	store->env = NULL;
-	if (ret < 0)
+	if ((ret = lmbox_env_attach_dbs(store, env, create)) < 0)
 		goto fail;
-	env->refcount = 1;
 	*env_r = env;
 	return 0;
 fail:
@@ -405,7 +417,6 @@ static int lmbox_env_reuse_idle(struct lmbox_store *store, struct lmbox_env *env
 {
 	bool create = (store->opts.flags & LMBOX_OPEN_CREATE) != 0;
 	MDB_envinfo info;
-	int ret;
 
 	if (env->rdonly != ((store->opts.flags & LMBOX_OPEN_RDONLY) != 0) ||
 	    env->nosync != (store->opts.fsync == LMBOX_FSYNC_NEVER))
@@ -416,13 +427,7 @@ static int lmbox_env_reuse_idle(struct lmbox_store *store, struct lmbox_env *env
 	    mdb_env_info(env->env, &info) != 0 ||
 	    (uint64_t)st->st_size < (uint64_t)(info.me_last_pgno + 1) * env->psize)
 		return 1;
-	store->env = env;
-	ret = lmbox_env_init_dbs(store, env, create);
-	store->env = NULL;
-	if (ret < 0)
-		return ret;
-	env->refcount = 1;
-	return 0;
+	return lmbox_env_attach_dbs(store, env, create);
 }
 
 static int lmbox_store_open_env(struct lmbox_store *store)
