@@ -12,8 +12,10 @@
  * An unsorted search of all messages (POP3's login walk, its UIDL and LIST
  * "1:n" searches, IMAP SEARCH ALL) then needs no matching at all: every message of the view is returned in
  * sequence order with one mail, without the generic per-message search
- * work (match tree resets, cost accounting, three data stack frames).  Any
- * other search is Dovecot's.  In that walk each message is set without
+ * work (match tree resets, cost accounting, three data stack frames).  A
+ * search of one sequence set (POP3's QUIT: the DELEted messages) walks the
+ * set's ranges the same way instead of matching every message of the
+ * mailbox against the set.  Any other search is Dovecot's.  In that walk each message is set without
  * mail_set_seq()'s data stack frame (guarded, see lmbox_search_set_seq) and,
  * when the mail wants only metadata, without the access-part updates.
  */
@@ -52,10 +54,13 @@ lmbox_search_init(struct mailbox_transaction_context *t,
 					 wanted_fields, wanted_headers);
 }
 
-/* An unsorted search that every message from seq1 to seq2 matches: all
-   messages, or one range of sequences covering them (POP3's UIDL and LIST
-   search the login's "1:n"), with nobody hooking the matching. */
-static bool lmbox_search_is_all(struct index_search_context *ctx)
+/* What an unsorted search with nobody hooking the matching needs of the
+   generic search: nothing when every message from seq1 to seq2 matches (all
+   messages, or one range of sequences covering them: POP3's UIDL and LIST
+   search the login's "1:n"), only the walk of its ranges for one set of
+   sequences (POP3's QUIT searches the DELEted ones), all of it otherwise. */
+static enum lmbox_search_kind
+lmbox_search_kind(struct index_search_context *ctx)
 {
 	struct mail_search_context *_ctx = &ctx->mail_ctx;
 	const struct mail_search_arg *arg = _ctx->args->args;
@@ -67,18 +72,47 @@ static bool lmbox_search_is_all(struct index_search_context *ctx)
 	    _ctx->args->have_inthreads ||
 	    ctx->box->v.search_next_match_mail !=
 	    index_storage_search_next_match_mail)
-		return FALSE;
+		return LMBOX_SEARCH_GENERIC;
 	switch (arg->type) {
 	case SEARCH_ALL:
-		return TRUE;
+		return LMBOX_SEARCH_ALL;
 	case SEARCH_SEQSET:
 		/* seq1..seq2 is already narrowed to the set's bounds */
 		range = array_get(&arg->value.seqset, &count);
-		return count == 1 && range[0].seq1 <= ctx->seq1 &&
-			range[0].seq2 >= ctx->seq2;
+		if (count == 1 && range[0].seq1 <= ctx->seq1 &&
+		    range[0].seq2 >= ctx->seq2)
+			return LMBOX_SEARCH_ALL;
+		return LMBOX_SEARCH_SEQSET;
 	default:
-		return FALSE;
+		return LMBOX_SEARCH_GENERIC;
 	}
+}
+
+/* The next sequence of a SEQSET search: the set's ranges are sorted and
+   disjoint (seq-range-array), so one cursor over them replaces the generic
+   search's match of every sequence from seq1 to seq2 against the set. */
+static bool lmbox_search_next_seqset(struct index_search_context *ctx,
+				     struct lmbox_mailbox *mbox)
+{
+	struct mail_search_context *_ctx = &ctx->mail_ctx;
+	const struct seq_range *range;
+	unsigned int count, i = mbox->all_search_range;
+	uint32_t seq;
+
+	range = array_get(&_ctx->args->args->value.seqset, &count);
+	seq = _ctx->seq == 0 ? ctx->seq1 : _ctx->seq + 1;
+	while (i < count && range[i].seq2 < seq)
+		i++;
+	mbox->all_search_range = i;
+	if (i == count)
+		return FALSE;
+	if (seq < range[i].seq1)
+		seq = range[i].seq1;
+	if (seq > ctx->seq2)
+		return FALSE;
+	_ctx->seq = seq;
+	_ctx->progress_cur = seq;
+	return TRUE;
 }
 
 /* The fields lmbox's mail answers from the store's metadata or the index,
@@ -144,13 +178,18 @@ bool lmbox_search_next_nonblock(struct mail_search_context *_ctx,
 	if (mbox->all_search != _ctx) {
 		/* what a search is does not change once it runs */
 		mbox->all_search = _ctx;
-		mbox->all_search_all = lmbox_search_is_all(ctx);
+		mbox->all_search_kind = lmbox_search_kind(ctx);
+		mbox->all_search_range = 0;
 	}
-	if (!mbox->all_search_all)
+	if (mbox->all_search_kind == LMBOX_SEARCH_GENERIC)
 		return index_storage_search_next_nonblock(_ctx, mail_r,
 							  tryagain_r);
 	*tryagain_r = FALSE;
-	if (ctx->failed || !_ctx->transaction->box->v.search_next_update_seq(_ctx))
+	if (ctx->failed)
+		return FALSE;
+	if (mbox->all_search_kind == LMBOX_SEARCH_SEQSET ?
+	    !lmbox_search_next_seqset(ctx, mbox) :
+	    !_ctx->transaction->box->v.search_next_update_seq(_ctx))
 		return FALSE;
 
 	if (array_count(&_ctx->mails) == 0) {

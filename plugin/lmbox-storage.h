@@ -48,6 +48,15 @@ struct lmbox_storage {
 	bool log_body_opens;
 };
 
+enum lmbox_search_kind {
+	/* Dovecot's generic search */
+	LMBOX_SEARCH_GENERIC = 0,
+	/* every message from seq1 to seq2 */
+	LMBOX_SEARCH_ALL,
+	/* the messages of one sequence set (POP3's DELEs at QUIT) */
+	LMBOX_SEARCH_SEQSET,
+};
+
 struct lmbox_mailbox {
 	struct mailbox box;
 	struct lmbox_storage *storage;
@@ -68,10 +77,12 @@ struct lmbox_mailbox {
 	/* a set_seq of this mailbox's mails allocated from the data stack:
 	   searches use mail_set_seq()'s frame (lmbox-search.c) */
 	bool set_seq_framed;
-	/* the search whose lmbox_search_is_all() answer is all_search_all
-	   (decided at its first message, forgotten at its deinit) */
+	/* the search whose lmbox_search_kind() answer is all_search_kind
+	   (decided at its first message, forgotten at its deinit), and for a
+	   sequence-set walk the range it is in */
 	struct mail_search_context *all_search;
-	bool all_search_all;
+	enum lmbox_search_kind all_search_kind;
+	unsigned int all_search_range;
 };
 
 #define LMBOX_STORAGE(s) (container_of(s, struct lmbox_storage, storage))
