@@ -617,8 +617,9 @@ static void lmbox_sync_notify_expunged(struct mailbox *box,
 	event = event_create(box->event);
 	event_set_name(event, "mail_expunged");
 	array_foreach_elem(uids, uid) {
-		if (box->v.sync_notify != NULL)
+		if (box->v.sync_notify != NULL) T_BEGIN {
 			box->v.sync_notify(box, uid, MAILBOX_SYNC_TYPE_EXPUNGE);
+		} T_END;
 		event_add_int(event, "uid", uid);
 		e_debug(event, "UID %u: Mail expunged", uid);
 	}
