@@ -493,4 +493,11 @@ ssize_t lmbox_xf_dec_run(struct lmbox_xf_dec *dec, const unsigned char **in,
    whole message, else -1 (dec->err). */
 int lmbox_xf_dec_end(struct lmbox_xf_dec *dec);
 
+/* lmbox-append.c: zs as deflateInit(level) and deflateSetDictionary(dict)
+   leave it (no dictionary when dict_len is 0), by deflateCopy() of a stream
+   primed once per process.  0 ok, -1 out of memory. */
+struct z_stream_s;
+int lmbox_deflate_start(struct z_stream_s *zs, int level,
+			const unsigned char *dict, size_t dict_len);
+
 #endif
