@@ -102,7 +102,8 @@ static int lmbox_copy_in_store(struct mail_save_context *ctx, struct mail *mail)
 			ctx->moving ? "moving message" : "copying message");
 		return -1;
 	}
-	lmbox_save_add_copied(ctx, mail, (unsigned int)ret, meta.pop3_order);
+	lmbox_save_add_copied(ctx, mail, (unsigned int)ret, meta.pop3_order,
+			      meta.virt_size);
 	return 1;
 }
 

@@ -170,9 +170,18 @@ static int lmbox_mail_get_virtual_size(struct mail *_mail, uoff_t *size_r)
 {
 	struct lmbox_mail *mail = LMBOX_MAIL(_mail);
 	const struct lmbox_msg_meta *dense;
+	const void *data;
 
 	if (_mail->saving)
 		return index_mail_get_virtual_size(_mail, size_r);
+	/* the size the store recorded at save time, in the index record:
+	   the login walk and LIST need no store metadata at all */
+	mail_index_lookup_ext(_mail->transaction->view, _mail->seq,
+			      LMBOX_MAILBOX(_mail->box)->vsize_ext_id, &data, NULL);
+	if (data != NULL && *(const uint32_t *)data != 0) {
+		*size_r = *(const uint32_t *)data;
+		return 0;
+	}
 	if ((dense = lmbox_meta_dense_find(LMBOX_MAILBOX(_mail->box),
 					   _mail->uid)) != NULL) {
 		/* the login walk's and LIST's case: no copy into the mail */

@@ -221,6 +221,8 @@ static int lmbox_mailbox_open(struct mailbox *box)
 	i_zero(&hdr);
 	mbox->hdr_ext_id = mail_index_ext_register(box->index,
 		LMBOX_INDEX_HEADER_NAME, sizeof(hdr), 0, 0);
+	mbox->vsize_ext_id = mail_index_ext_register(box->index,
+		LMBOX_INDEX_VSIZE_NAME, 0, sizeof(uint32_t), sizeof(uint32_t));
 	if (index_storage_mailbox_open(box, FALSE) < 0)
 		return -1;
 	/* The store, not the index, makes an append or an expunge durable:

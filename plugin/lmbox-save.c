@@ -112,7 +112,7 @@ void lmbox_save_set_finished(struct mail_save_context *_ctx)
 
 void lmbox_save_add_copied(struct mail_save_context *_ctx,
 			   struct mail *src_mail, unsigned int store_seq,
-			   uint32_t pop3_order)
+			   uint32_t pop3_order, uint64_t vsize)
 {
 	struct lmbox_save_context *ctx = LMBOX_SAVECTX(_ctx);
 
@@ -120,6 +120,7 @@ void lmbox_save_add_copied(struct mail_save_context *_ctx,
 		ctx->have_pop3_orders = TRUE;
 	ctx->finished = TRUE;
 	lmbox_save_add_to_index(_ctx, &ctx->seq);
+	lmbox_index_set_vsize(ctx->mbox, ctx->trans, ctx->seq, vsize);
 	array_push_back(&ctx->store_seqs, &store_seq);
 	index_copy_cache_fields(_ctx, src_mail, ctx->seq);
 	mail_set_seq_saving(_ctx->dest_mail, ctx->seq);
@@ -268,6 +269,8 @@ int lmbox_save_finish(struct mail_save_context *_ctx)
 	if (ctx->append != NULL) {
 		if (!ctx->failed &&
 		    ctx->input != NULL && ctx->input->stream_errno == 0) {
+			lmbox_index_set_vsize(ctx->mbox, ctx->trans, ctx->seq,
+				lmbox_append_virt_size(ctx->append));
 			ret = lmbox_append_finish(&ctx->append);
 			if (ret < 0) {
 				lmbox_storage_set_error(storage, ret,

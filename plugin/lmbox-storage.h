@@ -17,6 +17,11 @@
 #define LMBOX_MAILBOX_DIR_NAME "mailboxes"
 #define LMBOX_SUBSCRIPTION_FILE_NAME "subscriptions"
 #define LMBOX_INDEX_HEADER_NAME "lmbox-hdr"
+/* Index record extension: the message's POP3 size as the store recorded it
+   at save time (0: not recorded, e.g. above 4 GiB or an index written by
+   an older lmbox; then the store's metadata answers). */
+#define LMBOX_INDEX_VSIZE_NAME "lmbox-vsize"
+
 
 /* Dovecot index header extension: what store state the index mirrors. */
 struct lmbox_index_header {
@@ -62,6 +67,8 @@ struct lmbox_mailbox {
 	struct lmbox_storage *storage;
 
 	uint32_t hdr_ext_id;
+	/* index record extension: each message's POP3 size (lmbox-mail.c) */
+	uint32_t vsize_ext_id;
 	uint32_t folder_id;
 	guid_128_t guid;
 	/* read snapshot for metadata lookups; ended at each sync so that it
@@ -214,10 +221,16 @@ struct lmbox_txn *lmbox_save_get_txn(struct mail_save_context *ctx);
 void lmbox_save_set_finished(struct mail_save_context *ctx);
 /* A message copied or moved inside the store (store_seq from
    lmbox_txn_copy/move) becomes the next saved message: an index record
-   with the save context's flags, keywords and src_mail's cache fields. */
+   with the save context's flags, keywords, its POP3 size and src_mail's
+   cache fields. */
 void lmbox_save_add_copied(struct mail_save_context *ctx,
 			   struct mail *src_mail, unsigned int store_seq,
-			   uint32_t pop3_order);
+			   uint32_t pop3_order, uint64_t vsize);
+
+/* Set the record's lmbox-vsize (lmbox-sync.c). */
+void lmbox_index_set_vsize(struct lmbox_mailbox *mbox,
+			   struct mail_index_transaction *trans, uint32_t seq,
+			   uint64_t vsize);
 
 /* lmbox-copy.c */
 int lmbox_copy(struct mail_save_context *ctx, struct mail *mail);

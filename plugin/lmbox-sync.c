@@ -82,6 +82,16 @@ lmbox_sync_set_keywords(struct mailbox *box, struct mail_index_transaction *tran
 	mail_index_keywords_unref(&kw);
 }
 
+void lmbox_index_set_vsize(struct lmbox_mailbox *mbox,
+			   struct mail_index_transaction *trans, uint32_t seq,
+			   uint64_t vsize)
+{
+	uint32_t v = vsize < UINT32_MAX ? (uint32_t)vsize : 0;
+
+	if (v != 0)
+		mail_index_update_ext(trans, seq, mbox->vsize_ext_id, &v, NULL);
+}
+
 static void
 lmbox_sync_append(struct mailbox *box, struct mail_index_transaction *trans,
 		  const struct lmbox_msg_meta *meta)
@@ -90,6 +100,7 @@ lmbox_sync_append(struct mailbox *box, struct mail_index_transaction *trans,
 	uint8_t flags = meta->flags & MAIL_FLAGS_NONRECENT;
 
 	mail_index_append(trans, meta->uid, &seq);
+	lmbox_index_set_vsize(LMBOX_MAILBOX(box), trans, seq, meta->virt_size);
 	if (flags != 0)
 		mail_index_update_flags(trans, seq, MODIFY_REPLACE, flags);
 	if (meta->kw_count > 0) T_BEGIN {

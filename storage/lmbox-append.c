@@ -324,6 +324,11 @@ fail:
 	return ret;
 }
 
+uint64_t lmbox_append_virt_size(const struct lmbox_append *append)
+{
+	return append->msg->virt_size;
+}
+
 /* Test hook (lmbox-format.h): 0 = the default codec. */
 int lmbox_append_force_codec = 0;
 

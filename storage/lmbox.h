@@ -388,6 +388,9 @@ int lmbox_append_begin(struct lmbox_txn *txn, uint32_t folder_id,
 		       const struct lmbox_append_opts *opts,
 		       struct lmbox_append **append_r);
 int lmbox_append_write(struct lmbox_append *append, const void *data, size_t size);
+/* The POP3 size (CRLF octets) of what was written so far: the message's
+ * virt_size once the last write is in. */
+uint64_t lmbox_append_virt_size(const struct lmbox_append *append);
 /* Finish the message: it becomes part of txn.  Returns its sequence within
  * the transaction (0, 1, ...) used to find its UID after commit.  The
  * append handle is freed either way. */
