@@ -1187,6 +1187,120 @@ static int lmbox_check_dicts(struct lmbox_check_ctx *ctx)
 	return 0;
 }
 
+static void lmbox_warning(struct lmbox_check_ctx *ctx, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* A line that is not a problem (not counted): something harmless. */
+static void lmbox_warning(struct lmbox_check_ctx *ctx, const char *fmt, ...)
+{
+	char line[4096];
+	va_list args;
+	int n;
+
+	n = snprintf(line, sizeof(line), "warning: ");
+	va_start(args, fmt);
+	vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, args);
+	va_end(args);
+	if (ctx->report != NULL)
+		ctx->report(ctx->context, line);
+}
+
+/* 1 if name is a published dictionary file name, XXXXXXXX.dict (*id_r). */
+static int lmbox_dict_file_name(const char *name, uint32_t *id_r)
+{
+	uint32_t id = 0;
+
+	if (strlen(name) != 8 + 5 || strcmp(name + 8, ".dict") != 0)
+		return 0;
+	for (unsigned int i = 0; i < 8; i++) {
+		char c = name[i];
+		uint32_t d;
+
+		if (c >= '0' && c <= '9')
+			d = (uint32_t)(c - '0');
+		else if (c >= 'A' && c <= 'F')
+			d = (uint32_t)(c - 'A' + 10);
+		else
+			return 0;
+		id = id << 4 | d;
+	}
+	*id_r = id;
+	return 1;
+}
+
+/* Files in DIR/dict/ that nothing uses: a XXXXXXXX.dict.PID.tmp a writer
+ * left (killed between create and rename), or a XXXXXXXX.dict with no
+ * record in "dicts" that meta "dict" does not name either (killed after
+ * the file, before the publishing commit).  They lose no mail: warnings,
+ * not problems.  --repair removes those older than
+ * LMBOX_CHECK_ORPHAN_AGE: a younger one may be a training in another
+ * process between its file and its commit. */
+#define LMBOX_CHECK_ORPHAN_AGE 600
+static int lmbox_check_dict_orphans(struct lmbox_check_ctx *ctx)
+{
+	struct lmbox_store *store = ctx->store;
+	char dir[4096], path[4400];
+	unsigned char key[4];
+	MDB_val k = { 4, key }, v;
+	struct dirent *de;
+	struct stat st;
+	uint32_t id, cur_id = 0;
+	bool tmp;
+	DIR *dh;
+	int rc;
+
+	if (!store->env->has_dicts)
+		return 0;
+	snprintf(dir, sizeof(dir), "%s/" LMBOX_DICT_DIR, store->dir);
+	if ((dh = opendir(dir)) == NULL) {
+		if (errno != ENOENT && errno != ENOTDIR)
+			lmbox_warning(ctx, "%s: cannot list it: %s", dir, strerror(errno));
+		return 0;
+	}
+	if (lmbox_meta_get_u32(store, ctx->txn, LMBOX_META_DICT, &cur_id) < 0)
+		cur_id = 0;
+	while ((de = readdir(dh)) != NULL) {
+		size_t len = strlen(de->d_name);
+
+		tmp = len > 4 && strcmp(de->d_name + len - 4, ".tmp") == 0;
+		if (!tmp) {
+			if (!lmbox_dict_file_name(de->d_name, &id) || id == cur_id)
+				continue;
+			key[0] = (unsigned char)(id >> 24);
+			key[1] = (unsigned char)(id >> 16);
+			key[2] = (unsigned char)(id >> 8);
+			key[3] = (unsigned char)id;
+			rc = mdb_get(ctx->txn, store->env->dbi_dicts, &k, &v);
+			if (rc == 0)
+				continue;
+			if (rc != MDB_NOTFOUND) {
+				closedir(dh);
+				return lmbox_check_mdb(ctx, rc, "checking store dictionary files");
+			}
+		}
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if (lstat(path, &st) < 0 || !S_ISREG(st.st_mode))
+			continue;
+		if (!ctx->repair) {
+			lmbox_warning(ctx, "%s: %s (no mail in it; check --repair removes it once %d s old)",
+				      path, tmp ? "an unfinished dictionary file" :
+				      "a dictionary file no record names", LMBOX_CHECK_ORPHAN_AGE);
+		} else if ((long long)st.st_mtime > ctx->repair_time - LMBOX_CHECK_ORPHAN_AGE) {
+			lmbox_warning(ctx, "%s: %s, left: less than %d s old", path,
+				      tmp ? "an unfinished dictionary file" :
+				      "a dictionary file no record names", LMBOX_CHECK_ORPHAN_AGE);
+		} else if (unlink(path) < 0 && errno != ENOENT) {
+			lmbox_warning(ctx, "%s: removing it failed: %s", path, strerror(errno));
+		} else {
+			lmbox_warning(ctx, "%s: %s (removed)", path,
+				      tmp ? "an unfinished dictionary file" :
+				      "a dictionary file no record names");
+		}
+	}
+	closedir(dh);
+	return 0;
+}
+
 static int lmbox_check_run(struct lmbox_check_ctx *ctx)
 {
 	int ret;
@@ -1206,7 +1320,8 @@ static int lmbox_check_run(struct lmbox_check_ctx *ctx)
 	    (ret = lmbox_check_segments(ctx)) < 0 ||
 	    (ret = lmbox_check_reclaim(ctx)) < 0 ||
 	    (ret = lmbox_check_pending(ctx)) < 0 ||
-	    (ret = lmbox_check_dicts(ctx)) < 0)
+	    (ret = lmbox_check_dicts(ctx)) < 0 ||
+	    (ret = lmbox_check_dict_orphans(ctx)) < 0)
 		return ret;
 	return 0;
 }

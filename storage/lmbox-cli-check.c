@@ -113,7 +113,10 @@ const struct cli_command cli_cmd_check = {
 	"  --repair  fix what can be fixed without losing mail (counters, UIDL\n"
 	"            index, reclaim list), then check again.  A message record\n"
 	"            that does not decode is saved with its body to\n"
-	"            DIR/lost+found/msg-F-U-T.{rec,eml}, then deleted\n"
+	"            DIR/lost+found/msg-F-U-T.{rec,eml}, then deleted.  Files in\n"
+	"            DIR/dict/ that no dictionary record names (a training killed\n"
+	"            midway) are \"warning:\" lines, not problems; --repair\n"
+	"            removes those more than 10 minutes old\n"
 	"Exit 0 if no problem was found (with --repair: none is left), 1 if any.\n",
 	cmd_check
 };

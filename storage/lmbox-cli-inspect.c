@@ -183,6 +183,7 @@ static int cmd_stat(const struct cli_command *cmd, int argc, char **argv)
 	printf("%-18s %" PRIu64 " (%s)\n", "map used", st.map_used,
 	       cli_fmt_bytes(st.map_used, b1));
 	printf("%-18s %" PRIu64 "\n", "reclaim pending", st.reclaim_pending);
+	printf("%-18s %" PRIu64 "\n", "pending expunges", st.pending_expunges);
 	for (i = 0; known_values[i] != NULL; i++)
 		print_value(store, known_values[i], 0);
 	ret = count_pop3_retrieved(store, &retrieved, &oldest_retr);
@@ -204,10 +205,13 @@ const struct cli_command cli_cmd_stat = {
 	"stat", "DIR [--value NAME]...",
 	"store statistics: format, folders, messages, sizes, map, values",
 	"Print the store's format version, folder and message counts, bytes raw\n"
-	"(physical), stored (compressed, live messages) and on disk (allocated\n"
-	"blocks, as du counts them), the compression ratio, the segment count,\n"
-	"the LMDB map size and use, the number of reclaim ranges pending, and the\n"
-	"store values that are set (pop3.last_login, ...).  --value NAME prints\n"
+	"(physical), stored (compressed, live messages; the blobs of pending\n"
+	"expunges count until they are purged) and on disk (allocated blocks, as\n"
+	"du counts them), the compression ratio, the segment count, the LMDB map\n"
+	"size and use, the number of reclaim ranges pending, the number of\n"
+	"expunges committed but not purged yet (pending expunges; the next write\n"
+	"of any process purges them), and the store values that are set\n"
+	"(pop3.last_login, ...).  --value NAME prints\n"
 	"the named 64-bit store value too (\"(unset)\" if it is not set).\n"
 	"Opens the store read-only.\n",
 	cmd_stat

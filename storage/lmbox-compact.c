@@ -420,6 +420,11 @@ int lmbox_store_stat(struct lmbox_store *store, struct lmbox_store_stat *stat_r)
 	if ((rc = mdb_stat(txn, store->env->dbi_reclaim, &mst)) != 0)
 		goto mdb_fail;
 	stat_r->reclaim_pending = mst.ms_entries;
+	if (store->env->has_pending) {
+		if ((rc = mdb_stat(txn, store->env->dbi_pending, &mst)) != 0)
+			goto mdb_fail;
+		stat_r->pending_expunges = mst.ms_entries;
+	}
 	if ((rc = mdb_env_info(store->env->env, &envinfo)) != 0 ||
 	    (rc = mdb_env_stat(store->env->env, &mst)) != 0)
 		goto mdb_fail;

@@ -102,6 +102,11 @@ struct lmbox_store {
 	bool sdict_tried;             /* this handle tried to train one */
 	uint32_t sdict_file_ok;       /* this dictionary's file is known to exist */
 	uint32_t sdict_unusable;      /* ... could not be written: codec 3 */
+	/* the last check found the store too small to train: what it
+	   lacked, and what this handle appended since (lmbox-sdict.c) */
+	bool sdict_small;
+	uint32_t sdict_need_msgs, sdict_added_msgs, sdict_commits;
+	uint64_t sdict_need_bytes, sdict_added_bytes;
 	bool has_warning;             /* lmbox_store_take_warning() */
 	char warning[LMBOX_ERRMSG_SIZE];
 	char errmsg[LMBOX_ERRMSG_SIZE];
@@ -431,10 +436,16 @@ int lmbox_sdict_get(struct lmbox_store *store, uint32_t id,
 /* The id of the dictionary new messages use, 0 if none (yet, or ever:
    meta "dict" = 0 says training found too little text). */
 int lmbox_sdict_current(struct lmbox_store *store, uint32_t *id_r);
-/* After a commit that added messages: trains and stores the dictionary
-   if the store has none and enough messages.  Failures are not the
-   commit's: they are ignored and the handle does not try again. */
-void lmbox_sdict_maybe_train(struct lmbox_store *store);
+/* A store found too small is checked again only after this handle
+   appended what it lacked, or after this many commits that added
+   messages (other processes append too). */
+#define LMBOX_SDICT_RECHECK_COMMITS 64
+/* After a commit that added msgs messages (bytes of blobs, headers
+   included): trains and stores the dictionary if the store has none and
+   enough messages.  Failures are not the commit's: they are ignored and
+   the handle does not try again. */
+void lmbox_sdict_maybe_train(struct lmbox_store *store, unsigned int msgs,
+			     uint64_t bytes);
 void lmbox_sdict_free_all(struct lmbox_store *store);
 /* DIR/dict/XXXXXXXX.dict, the third copy of a dictionary: read and
    validated (*buf_r to free; LMBOX_ERR_NOTFOUND, LMBOX_ERR_CORRUPT), or

@@ -517,11 +517,13 @@ static uint64_t lmbox_sdict_train_stored(void)
 }
 
 /* 1 if the store should train now: no dictionary, enough messages and
-   enough stored bytes that the dictionary's own pages do not matter. */
+   enough stored bytes that the dictionary's own pages do not matter.
+   0 with store->sdict_small set: not yet, and what it lacks. */
 static int lmbox_sdict_due(struct lmbox_store *store)
 {
 	MDB_txn *txn;
 	MDB_stat st;
+	uint64_t live, want;
 	uint32_t id;
 	int ret;
 
@@ -534,9 +536,23 @@ static int lmbox_sdict_due(struct lmbox_store *store)
 		store->sdict_tried = id == 0;
 		ret = 0;
 	} else if (ret == LMBOX_ERR_NOTFOUND) {
-		ret = mdb_stat(txn, store->env->dbi_msgs, &st) != 0 ? LMBOX_ERR_IO :
-			st.ms_entries >= LMBOX_SDICT_TRAIN_MSGS &&
-			lmbox_live_blob_bytes(store->env, txn) >= lmbox_sdict_train_stored();
+		if (mdb_stat(txn, store->env->dbi_msgs, &st) != 0) {
+			ret = LMBOX_ERR_IO;
+		} else if (st.ms_entries < LMBOX_SDICT_TRAIN_MSGS) {
+			/* the bytes are looked at once there are messages enough */
+			store->sdict_small = true;
+			store->sdict_need_msgs = LMBOX_SDICT_TRAIN_MSGS - st.ms_entries;
+			store->sdict_need_bytes = 0;
+			ret = 0;
+		} else if ((live = lmbox_live_blob_bytes(store->env, txn)) <
+			   (want = lmbox_sdict_train_stored())) {
+			store->sdict_small = true;
+			store->sdict_need_msgs = 0;
+			store->sdict_need_bytes = want - live;
+			ret = 0;
+		} else {
+			ret = 1;
+		}
 	}
 	mdb_txn_abort(txn);
 	return ret;
@@ -659,13 +675,29 @@ out:
 	return ret;
 }
 
-void lmbox_sdict_maybe_train(struct lmbox_store *store)
+void lmbox_sdict_maybe_train(struct lmbox_store *store, unsigned int msgs,
+			     uint64_t bytes)
 {
 	char saved[LMBOX_ERRMSG_SIZE];
 
 	if (store->sdict_current != 0 || store->sdict_tried || !store->env->has_dicts ||
 	    store->opts.compress_level <= 0 || lmbox_append_force_codec != 0)
 		return;
+	if (store->sdict_small) {
+		/* found too small: the store cannot have grown enough through
+		   this handle before it appended what was missing; other
+		   processes' appends are seen every RECHECK_COMMITS commits */
+		store->sdict_added_msgs += msgs;
+		store->sdict_added_bytes += bytes;
+		if (++store->sdict_commits < LMBOX_SDICT_RECHECK_COMMITS &&
+		    (store->sdict_added_msgs < store->sdict_need_msgs ||
+		     store->sdict_added_bytes < store->sdict_need_bytes))
+			return;
+		store->sdict_small = false;
+		store->sdict_added_msgs = 0;
+		store->sdict_added_bytes = 0;
+		store->sdict_commits = 0;
+	}
 	memcpy(saved, store->errmsg, sizeof(saved));
 	if (lmbox_sdict_due(store) == 1) {
 		store->sdict_tried = true;

@@ -860,8 +860,15 @@ int lmbox_txn_commit(struct lmbox_txn **_txn, struct lmbox_commit_result *result
 		txn->uids = NULL;
 	}
 	/* new messages: maybe the store has enough to train its dictionary */
-	if (ret == 0 && txn->seq_count > 0)
-		lmbox_sdict_maybe_train(txn->store);
+	if (ret == 0 && txn->seq_count > 0) {
+		uint64_t bytes = 0;
+
+		for (unsigned int i = 0; i < txn->op_count; i++) {
+			if (txn->ops[i].type == LMBOX_OP_APPEND && txn->ops[i].msg != NULL)
+				bytes += txn->ops[i].msg->stored_size + LMBOX_BLOB_HDR_SIZE;
+		}
+		lmbox_sdict_maybe_train(txn->store, txn->seq_count, bytes);
+	}
 	lmbox_txn_free(txn);
 	return ret;
 }

@@ -198,6 +198,9 @@ struct lmbox_store_stat {
 	uint64_t reclaim_pending;     /* ranges recorded but not punched yet */
 	uint64_t map_size;            /* current LMDB map size */
 	uint64_t map_used;            /* bytes of the map in use */
+	uint64_t pending_expunges;    /* expunges committed but not purged yet
+					 ("pending"); their blobs still count
+					 in stored_bytes until the purge */
 };
 int lmbox_store_stat(struct lmbox_store *store, struct lmbox_store_stat *stat_r);
 

@@ -106,6 +106,24 @@ expect 4 "$LMBOX" uidl "$st" INBOX no-such-uidl; one_error_line
 expect 0 "$LMBOX" check "$st"; has '^0 problems found'
 expect 0 "$LMBOX" check "$st" --bodies
 expect 0 "$LMBOX" check "$st" --repair
+# orphan dictionary files (a training killed before its rename or its
+# commit): warnings, not problems; --repair removes the old ones only
+mkdir -p "$st/dict" || fail mkdir
+: >"$st/dict/0000ABCD.dict" && : >"$st/dict/0000ABCD.dict.4242.tmp" &&
+	: >"$st/dict/0000BEEF.dict.4243.tmp" || fail "orphan files"
+touch -d '@1600000000' "$st/dict/0000ABCD.dict" "$st/dict/0000ABCD.dict.4242.tmp"
+expect 0 "$LMBOX" check "$st"; has '^0 problems found'
+has '^warning: .*/dict/0000ABCD\.dict: a dictionary file no record names'
+has '^warning: .*/dict/0000ABCD\.dict\.4242\.tmp: an unfinished dictionary file'
+has '^warning: .*/dict/0000BEEF\.dict\.4243\.tmp: an unfinished'
+expect 0 "$LMBOX" check "$st" --repair; has '^0 problems found'
+has '0000ABCD\.dict: .*\(removed\)'; has '0000BEEF\.dict\.4243\.tmp: .*left: less than'
+[ ! -e "$st/dict/0000ABCD.dict" ] && [ ! -e "$st/dict/0000ABCD.dict.4242.tmp" ] ||
+	fail "repair left the old orphan files"
+[ -e "$st/dict/0000BEEF.dict.4243.tmp" ] || fail "repair removed a recent file"
+rm -f "$st/dict/0000BEEF.dict.4243.tmp"
+expect 0 "$LMBOX" check "$st"
+grep -q warning "$tmp/out" && { cat "$tmp/out" >&2; fail "warnings after the repair"; }
 expect 0 "$LMBOX" compact "$st"; has '^freed'
 expect 0 "$LMBOX" bench --n 300 --dir "$tmp"
 has '^append .*msgs/s'; has '^metadata scan'; has '^uidl lookup'; has '^body read'

@@ -9,10 +9,13 @@
  * 3. A third one closes the store normally: the purge completes.
  * After each step a fresh process checks: the expunged messages are gone
  * for every reader, the others are all there and byte-for-byte intact,
- * counters match, lmbox_check finds nothing; after step 3 the store is
+ * counters match, lmbox_check finds nothing, lmbox_store_stat and `lmbox
+ * stat` count the pending expunges; after step 3 the store is
  * back at format 1 and the dead space is recorded nowhere any more.
  */
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/wait.h>
@@ -45,6 +48,27 @@ static struct lmbox_store *open_store(unsigned int flags)
 	return fault_open_opts(dir, &opts);
 }
 
+/* The "pending expunges" count `lmbox stat DIR` prints (the CLI that
+   make check exports as $LMBOX), or -1 if it has no such line. */
+static long cli_pending_expunges(void)
+{
+	const char *lmbox = getenv("LMBOX");
+	char cmd[4096], line[512];
+	long n = -1;
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd), "'%s' stat '%s'",
+		 lmbox != NULL ? lmbox : "../../storage/lmbox", dir);
+	f = popen(cmd, "r");
+	CHECK(f != NULL, "popen %s", cmd);
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (strncmp(line, "pending expunges ", 17) == 0)
+			n = strtol(line + 17, NULL, 10);
+	}
+	CHECK(pclose(f) == 0, "%s failed", cmd);
+	return n;
+}
+
 static int verify_main(void *arg)
 {
 	int purged = *(int *)arg;
@@ -64,6 +88,11 @@ static int verify_main(void *arg)
 	CHECK_LM(store, lmbox_store_stat(store, &st), "stat");
 	CHECK(st.format_version == (purged ? LMBOX_FORMAT_BASE : LMBOX_FORMAT_PENDING),
 	      "step %d: format %u", step, st.format_version);
+	CHECK(st.pending_expunges == (purged ? 0 : NMSG / 10),
+	      "step %d: stat says %llu pending expunges", step,
+	      (unsigned long long)st.pending_expunges);
+	CHECK(cli_pending_expunges() == (purged ? 0 : NMSG / 10),
+	      "step %d: lmbox stat says %ld pending expunges", step, cli_pending_expunges());
 	CHECK_LM(store, lmbox_reader_begin(store, &reader), "reader");
 	CHECK_LM(store, lmbox_reader_folder(reader, folder, &info), "folder");
 	CHECK(info.count == NMSG - NMSG / 10, "step %d: counter %u", step, info.count);

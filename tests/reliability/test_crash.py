@@ -21,7 +21,16 @@ After every kill:
   - `lmbox check` (as the mail user) passes; bob's control mailbox is intact.
 
 RELIABILITY_KILLS (default 40; `make soak`: 200) kill points,
-RELIABILITY_SEED (default 5) seeds the RNG."""
+RELIABILITY_SEED (default 5) seeds the RNG.
+
+A second pass of RELIABILITY_PENDING_KILLS (default 24) kill points runs on a
+fresh Dovecot with LMBOX_TEST_PENDING_MIN=1 imported into its processes (and
+set for doveadm): every expunge commit of the plugin (POP3 QUIT, IMAP UID
+EXPUNGE, doveadm expunge) then takes the pending-expunge path (records
+deleted later by the purge, docs/design.md "Pending expunges") that the 1-4
+DELEs of the first pass never reach (>= 32 expunges); the same checks
+apply after every kill, and `lmbox stat` is asked how many pending expunges
+a kill left before the next session purges them."""
 import os
 import random
 import re
@@ -36,8 +45,10 @@ import reltest  # noqa: E402
 from reltest import (RawLMTP, server_pid, kill_after_progress, kill_dovecot_tree,  # noqa: E402
                      pop3_view, bad_log_lines, cores, wait_gone)
 from lmboxtest import Dovecot, Test, run, check_environment, Failure, DOVEADM  # noqa: E402
+from lmboxtest import is_dovecot24 as reltest_is_dovecot24  # noqa: E402
 
 KILLS = int(os.environ.get("RELIABILITY_KILLS", "40"))
+PENDING_KILLS = int(os.environ.get("RELIABILITY_PENDING_KILLS", "24"))
 SEED = int(os.environ.get("RELIABILITY_SEED", "5"))
 USER = "alice"
 MAX_MSGS = 24
@@ -53,6 +64,8 @@ class Model:
         self.n = 0
         self.outcomes = {}
         self.seen = {}        # mid -> bytes as first served (with LMTP's trace headers)
+        self.count_pending = False  # the pending pass: ask lmbox stat before each check
+        self.pending_left = 0       # kills after which pending expunges were left
 
     def new_message(self, rng, big=False):
         self.n += 1
@@ -84,7 +97,21 @@ def same(m, mid, data, body):
     return False
 
 
+def pending_expunges(dc):
+    """`lmbox stat`'s "pending expunges" count of alice's store."""
+    r = dc.lmbox_cli("stat", dc.mail_root(USER), check=False)
+    found = re.search(rb"^pending expunges +([0-9]+)$", r.stdout, re.M)
+    if r.returncode != 0 or not found:
+        raise Failure("lmbox stat exit %d without a pending expunges line: %s%s" % (
+            r.returncode, r.stdout.decode(errors="replace")[-800:], r.stderr.decode(errors="replace")[-800:]))
+    return int(found.group(1))
+
+
 def verify(t, dc, m, what):
+    if m.count_pending:
+        # before pop3_view's session purges them
+        if pending_expunges(dc) > 0:
+            m.pending_left += 1
     view = pop3_view(dc, USER)
     problems = []
     for mid, copies in view.items():
@@ -456,7 +483,65 @@ def main():
         print("figure: crash outcomes: " + ", ".join("%s %d" % kv for kv in sorted(m.outcomes.items())))
         # the whole-Dovecot kills leave Dovecot's own "killed" lines; the
         # harness's after-stop Panic/Fatal check still applies
+    if PENDING_KILLS > 0:
+        pending_pass(t, random.Random(SEED + 1000))
     t.done()
+
+
+def pending_pass(t, rng):
+    """PENDING_KILLS kill points with every expunge commit pending."""
+    stats = {}
+    m = Model()
+    m.count_pending = True
+    if reltest_is_dovecot24():
+        conf = "import_environment {\n  LMBOX_TEST_PENDING_MIN = 1\n}\n"
+    else:
+        conf = "import_environment = $import_environment LMBOX_TEST_PENDING_MIN=1\n"
+    saved = os.environ.get("LMBOX_TEST_PENDING_MIN")
+    os.environ["LMBOX_TEST_PENDING_MIN"] = "1"   # doveadm is our child
+    try:
+        with Dovecot(users=(USER,), extra_conf=conf) as dc:
+            dc.expected_fatal = (reltest.KILLED9,)
+            with t.case("pending pass setup: 8 messages to alice", required=True):
+                for _ in range(8):
+                    mid, data = m.new_message(rng)
+                    dc.lmtp_deliver(USER, data)
+                    m.committed[mid] = data
+                verify(t, dc, m, "pending pass setup")
+            t0 = time.monotonic()
+            for i in range(PENDING_KILLS):
+                with t.case("pending pass kill point %d" % (i + 1), required=True):
+                    count = len(m.committed) + len(m.maybe)
+                    # mostly deletions: that is what this pass is for
+                    weights = (2, 4, 2, 2) if count > 4 else (4, 1, 1, 1)
+                    act = rng.choices((act_lmtp, act_pop3, act_doveadm, act_imap), weights=weights)[0]
+                    for k in ("pop3 mid-RETR", "pop3 before QUIT", "pop3 in commit", "pop3 after +OK",
+                              "pop3 idle", "lmtp mid-DATA", "lmtp in commit", "lmtp after 250",
+                              "doveadm save killed", "doveadm save finished", "doveadm expunge killed",
+                              "doveadm expunge finished", "imap expunge in commit", "imap expunge after OK"):
+                        stats.setdefault(k, 0)
+                    what = act(dc, m, rng, stats)
+                    verify(t, dc, m, what)
+                    print("      %s; %d messages" % (what, len(m.committed)), flush=True)
+            with t.case("pending pass: Dovecot still delivers; log clean"):
+                mid, data = m.new_message(rng)
+                dc.lmtp_deliver(USER, data)
+                m.committed[mid] = data
+                # its write transaction purged whatever a kill left pending
+                t.eq(pending_expunges(dc), 0, "pending expunges after a delivery")
+                verify(t, dc, m, "final delivery")
+                bad = bad_log_lines(dc.log_text())
+                t.check(not bad, "bad log lines:\n  " + "\n  ".join(bad[:10]))
+            print("figure: crash pending pass: %d kill points (LMBOX_TEST_PENDING_MIN=1, %.0fs), "
+                  "pending expunges left by %d of them" % (PENDING_KILLS, time.monotonic() - t0,
+                                                           m.pending_left))
+            print("figure: crash pending kill kinds: " + ", ".join(
+                "%s %d" % kv for kv in stats.items() if kv[1]))
+    finally:
+        if saved is None:
+            del os.environ["LMBOX_TEST_PENDING_MIN"]
+        else:
+            os.environ["LMBOX_TEST_PENDING_MIN"] = saved
 
 
 run(main)

@@ -4,7 +4,8 @@
  * messages use it and are smaller; they read back exactly, also through a
  * new handle; a damaged first copy of the dictionary is survived and
  * repaired by lmbox_check, two damaged copies make exactly the codec 4
- * messages unreadable (LMBOX_ERR_CORRUPT) and are reported.
+ * messages unreadable (LMBOX_ERR_CORRUPT) and are reported; a handle that
+ * found the store too small still trains once it grows past the threshold.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -312,6 +313,47 @@ static void test_killed_training(void)
 	lmbox_store_close(&store);
 }
 
+/* A handle that found the store too small (enough messages, too few
+ * bytes) and so stopped looking on every commit still trains, on the
+ * commit whose messages take the live blobs past the threshold. */
+static void test_grows_later(void)
+{
+	const uint64_t threshold = 200000;
+	struct lmbox_store *store;
+	struct lmbox_store_stat st;
+	char buf[4096];
+	uint32_t id;
+	uint64_t live;
+	unsigned int i;
+	size_t len;
+
+	setenv("LMBOX_TEST_SDICT_STORED", "200000", 1);
+	store = test_open("grows", LMBOX_OPEN_CREATE);
+	CHECK_OK(store, lmbox_folder_create(store, "INBOX", 0, NULL, &folder));
+	for (i = 0; i < 2000; i++) {
+		len = make_msg(i, buf, sizeof(buf));
+		(void)test_append(store, folder, buf, len, NULL);
+		CHECK_OK(store, lmbox_store_stat(store, &st));
+		live = st.stored_bytes + st.message_count * LMBOX_BLOB_HDR_SIZE;
+		CHECK(lmbox_sdict_current(store, &id) == 0);
+		if (i + 1 == LMBOX_SDICT_TRAIN_MSGS) {
+			/* the case at hand: messages enough, bytes not */
+			CHECK(live < threshold);
+			CHECK(id == 0 && store->sdict_small && store->sdict_need_bytes > 0);
+		}
+		if (live < threshold) {
+			CHECK(id == 0);
+		} else {
+			CHECK(id != 0);
+			break;
+		}
+	}
+	CHECK(i > LMBOX_SDICT_TRAIN_MSGS && i < 2000);
+	CHECK(lmbox_check(store, LMBOX_CHECK_BODIES, NULL, NULL) == 0);
+	lmbox_store_close(&store);
+	setenv("LMBOX_TEST_SDICT_STORED", "0", 1);
+}
+
 /* the unit test's stores are small: train after 100 messages anyway */
 __attribute__((constructor)) static void sdict_test_env(void)
 {
@@ -473,5 +515,6 @@ int main(void)
 	test_old_store();
 	test_no_dict_dir();
 	test_killed_training();
+	test_grows_later();
 	return test_exit();
 }
