@@ -997,7 +997,15 @@ class BackendRun:
         rounds = []
         for r in range(3):
             new = list(range(idx0 + r * n, idx0 + r * n + n // 2))
-            deliver(self.corpus, self.dc.ports["lmtp"], user, new, 4, self.deadline())
+            if r == 0:
+                # the first delivery alone: four concurrent first
+                # deliveries make Dovecot 2.3 create the new user's mailbox
+                # list index in parallel, and its fcntl locks can fail
+                # with EDEADLK (a Panic in lmtp, seen with mdbox+zlib)
+                deliver(self.corpus, self.dc.ports["lmtp"], user, new[:1], 1, self.deadline())
+                deliver(self.corpus, self.dc.ports["lmtp"], user, new[1:], 4, self.deadline())
+            else:
+                deliver(self.corpus, self.dc.ports["lmtp"], user, new, 4, self.deadline())
             mb = self.read_mailbox(user, live + new)
             k = len(mb.seqs) * 9 // 10
             seqs = set(self.pick(mb, k, 5000 + r))
