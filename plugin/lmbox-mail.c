@@ -409,12 +409,12 @@ lmbox_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
 }
 
 /* index_mail_expunge() with the store's GUID as it is, not printed by
-   get_special and parsed back (~1400 instructions a DELE at QUIT): from the
-   mail's metadata or the folder's dense array when they are there, else
-   lmbox_meta_lookup(): single lookups for the first few, then the array.
-   Many single lookups touch LMDB pages at random, a page fault each in a
-   fresh pop3 process; the array's walk reads them in order (measured at
-   100k: 10k single lookups cost the QUIT ~48 ms, the array ~25 ms). */
+   get_special and parsed back (~1400 instructions a DELE at QUIT), and
+   without building the folder's metadata array for a few (the login walk
+   no longer builds it, lmbox-vsize): from the mail's metadata or the array
+   when they are there, else one lookup (~2100 instructions) while they are
+   fewer than a quarter of the messages; beyond that the array (~540 a
+   message of the folder, built once) is cheaper. */
 static void lmbox_mail_expunge(struct mail *_mail)
 {
 	struct lmbox_mail *mail = LMBOX_MAIL(_mail);
@@ -431,7 +431,11 @@ static void lmbox_mail_expunge(struct mail *_mail)
 		guid = mail->meta.guid;
 	else if ((dense = lmbox_meta_dense_find(mbox, _mail->uid)) != NULL)
 		guid = dense->guid;
-	else if (lmbox_meta_lookup(mbox, _mail->uid, &meta) > 0)
+	else if (++mbox->expunge_lookups >
+		 mail_index_view_get_messages_count(_mail->transaction->view) / 4) {
+		if (lmbox_meta_lookup(mbox, _mail->uid, &meta) > 0)
+			guid = meta.guid;
+	} else if (lmbox_mailbox_msg_lookup(mbox, _mail->uid, &meta) > 0)
 		guid = meta.guid;
 	if (guid == NULL) {
 		/* gone, or unreadable (logged): expunged by UID alone, as
