@@ -12,7 +12,7 @@
 set -e
 srcdir=$(cd "$(dirname "$0")/.." && pwd)
 CHROOT=${LMBOX_CHROOT24:-/var/cache/lmbox/trixie-chroot}
-TESTS=${*:-${LMBOX_CHECK24_TESTS:-test_lmtp.py test_pop3.py test_imap.py test_doveadm.py test_index_loss.py test_pop3_module.py test_settings.py test_no_body_read.py test_zlib.py test_expunge_notify.py test_vsize_index.py}}
+TESTS=${*:-${LMBOX_CHECK24_TESTS:-test_lmtp.py test_pop3.py test_imap.py test_doveadm.py test_index_loss.py test_pop3_module.py test_settings.py test_no_body_read.py test_zlib.py test_expunge_notify.py test_vsize_index.py test_stale_session.py}}
 
 if [ "$(id -u)" != 0 ]; then
 	echo "check-dovecot24: SKIP: needs root (debootstrap, chroot)" >&2
