@@ -409,19 +409,23 @@ lmbox_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
 }
 
 /* index_mail_expunge() with the store's GUID as it is, not printed by
-   get_special and parsed back (~1400 instructions a DELE at QUIT), and
-   without building the folder's metadata array for a few (the login walk
-   no longer builds it, lmbox-vsize): from the mail's metadata or the array
-   when they are there, else one lookup (~2100 instructions) while they are
-   fewer than a quarter of the messages; beyond that the array (~540 a
-   message of the folder, built once) is cheaper. */
+   get_special and parsed back (~1400 instructions a DELE at QUIT): from the
+   mail's metadata or the folder's array when they are there, else from the
+   snapshot's record alone (lmbox_reader_msg_guid: no copy, no pending
+   check, and pop3's expunge search goes in UID order, so a cursor that
+   stays on its leaf page answers most lookups without a descent); only a
+   UID the snapshot lacks is looked up in a fresh one.  The folder's array
+   is never built here. */
 static void lmbox_mail_expunge(struct mail *_mail)
 {
 	struct lmbox_mail *mail = LMBOX_MAIL(_mail);
 	struct lmbox_mailbox *mbox = LMBOX_MAILBOX(_mail->box);
 	const struct lmbox_msg_meta *dense;
+	struct lmbox_reader *reader;
 	struct lmbox_msg_meta meta;
+	uint8_t guid_buf[LMBOX_GUID_SIZE];
 	const uint8_t *guid = NULL;
+	int ret;
 
 	if (_mail->saving) {
 		index_mail_expunge(_mail);
@@ -431,12 +435,24 @@ static void lmbox_mail_expunge(struct mail *_mail)
 		guid = mail->meta.guid;
 	else if ((dense = lmbox_meta_dense_find(mbox, _mail->uid)) != NULL)
 		guid = dense->guid;
-	else if (++mbox->expunge_lookups >
-		 mail_index_view_get_messages_count(_mail->transaction->view) / 4) {
-		if (lmbox_meta_lookup(mbox, _mail->uid, &meta) > 0)
-			guid = meta.guid;
-	} else if (lmbox_mailbox_msg_lookup(mbox, _mail->uid, &meta) > 0)
-		guid = meta.guid;
+	else if ((reader = lmbox_mailbox_get_reader(mbox)) != NULL) {
+		ret = lmbox_reader_msg_guid(reader, mbox->folder_id,
+					    _mail->uid, guid_buf);
+		if (ret == 0)
+			guid = guid_buf;
+		else if (ret == LMBOX_ERR_NOTFOUND) {
+			/* saved after the snapshot began (or gone): look in
+			   a fresh one */
+			if (lmbox_mailbox_msg_lookup(mbox, _mail->uid,
+						     &meta) > 0)
+				guid = meta.guid;
+		} else {
+			/* logged; the expunge goes on by UID */
+			lmbox_storage_set_error(_mail->box->storage, ret,
+				t_strdup_printf("reading the GUID of %s UID %u",
+						_mail->box->vname, _mail->uid));
+		}
+	}
 	if (guid == NULL) {
 		/* gone, or unreadable (logged): expunged by UID alone, as
 		   index_mail_expunge() does when it finds no GUID */

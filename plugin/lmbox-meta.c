@@ -34,7 +34,6 @@ void lmbox_meta_cache_clear(struct lmbox_mailbox *mbox)
 	pool_unref(&mbox->meta_pool);
 	mbox->meta_gen++;
 	mbox->meta_lookups = 0;
-	mbox->expunge_lookups = 0;
 	mbox->meta_hint = 0;
 }
 

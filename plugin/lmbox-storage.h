@@ -78,8 +78,6 @@ struct lmbox_mailbox {
 	ARRAY(struct lmbox_msg_meta) meta_cache;
 	pool_t meta_pool;
 	unsigned int meta_lookups, meta_hint;
-	/* single lookups of expunged messages' GUIDs (lmbox_mail_expunge) */
-	unsigned int expunge_lookups;
 	/* changes whenever the strings lookups handed out (dense array or
 	   reader arena) may be gone */
 	unsigned int meta_gen;

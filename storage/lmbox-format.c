@@ -201,6 +201,16 @@ void lmbox_msg_encode(const struct lmbox_msg_meta *meta, unsigned char *buf)
 		memcpy(buf + LMBOX_MSG_REC_FIXED + uidl_len + 1, meta->keywords, kw_bytes);
 }
 
+int lmbox_msg_decode_guid(const void *buf, size_t len, uint8_t guid_r[LMBOX_GUID_SIZE])
+{
+	const unsigned char *p = buf;
+
+	if (len < LMBOX_MSG_REC_FIXED || p[0] != LMBOX_MSG_REC_VERSION)
+		return LMBOX_ERR_CORRUPT;
+	memcpy(guid_r, p + 72, LMBOX_GUID_SIZE);
+	return 0;
+}
+
 int lmbox_msg_decode(const void *buf, size_t len, struct lmbox_msg_meta *meta_r)
 {
 	const unsigned char *p = buf, *kw;

@@ -167,6 +167,9 @@ int lmbox_folder_decode(const void *buf, size_t len, struct lmbox_folder_info *i
 size_t lmbox_msg_encoded_size(const struct lmbox_msg_meta *meta);
 void lmbox_msg_encode(const struct lmbox_msg_meta *meta, unsigned char *buf);
 int lmbox_msg_decode(const void *buf, size_t len, struct lmbox_msg_meta *meta_r);
+/* Only the GUID of a message record: 0, or LMBOX_ERR_CORRUPT when the
+ * record is too short or of another version (the rest is not checked). */
+int lmbox_msg_decode_guid(const void *buf, size_t len, uint8_t guid_r[LMBOX_GUID_SIZE]);
 /* Byte length of meta's packed keywords (kw_count NUL-terminated strings). */
 size_t lmbox_keywords_size(const char *keywords, unsigned int kw_count);
 

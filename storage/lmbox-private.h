@@ -122,6 +122,7 @@ struct lmbox_reader {
 	unsigned int txn_gen;      /* bumped by every refresh */
 	bool pending;              /* the snapshot has pending expunges */
 	struct lmbox_arena_chunk *arena;
+	MDB_cursor *guid_cur;      /* lmbox_reader_msg_guid()'s, or NULL */
 };
 
 /* Work to do after a commit: punch or unlink dead space. */

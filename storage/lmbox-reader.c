@@ -98,8 +98,12 @@ void lmbox_reader_end(struct lmbox_reader **_reader)
 		return;
 	*_reader = NULL;
 	/* after fork the transaction belongs to the parent's environment */
-	if (lmbox_same_process(reader->store) && reader->txn != NULL)
-		mdb_txn_abort(reader->txn);
+	if (lmbox_same_process(reader->store)) {
+		if (reader->guid_cur != NULL)
+			mdb_cursor_close(reader->guid_cur);
+		if (reader->txn != NULL)
+			mdb_txn_abort(reader->txn);
+	}
 	lmbox_arena_free(reader);
 	free(reader);
 }
@@ -113,6 +117,10 @@ int lmbox_reader_refresh(struct lmbox_reader *reader)
 		return ret;
 	lmbox_arena_free(reader);
 	reader->txn_gen++;
+	if (reader->guid_cur != NULL) {
+		mdb_cursor_close(reader->guid_cur);
+		reader->guid_cur = NULL;
+	}
 	if (reader->txn != NULL) {
 		mdb_txn_reset(reader->txn);
 		rc = mdb_txn_renew(reader->txn);
@@ -185,6 +193,40 @@ int lmbox_reader_msg(struct lmbox_reader *reader, uint32_t folder_id,
 			"%s: no message uid %u in folder %u", reader->store->dir, uid, folder_id);
 	}
 	return lmbox_reader_own_meta(reader, meta_r);
+}
+
+int lmbox_reader_msg_guid(struct lmbox_reader *reader, uint32_t folder_id,
+			  uint32_t uid, uint8_t guid_r[LMBOX_GUID_SIZE])
+{
+	struct lmbox_store *store = reader->store;
+	unsigned char key[8];
+	MDB_val k = { 8, key }, v;
+	int rc, ret;
+
+	if ((ret = lmbox_reader_check(reader)) < 0)
+		return ret;
+	if (reader->guid_cur == NULL &&
+	    (rc = mdb_cursor_open(reader->txn, store->env->dbi_msgs, &reader->guid_cur)) != 0) {
+		reader->guid_cur = NULL;
+		return lmbox_set_mdb_error(store, rc, "%s: cursor", store->dir);
+	}
+	lmbox_msg_key_encode(key, folder_id, uid);
+	/* MDB_SET_KEY stays on the cursor's leaf page when the key is on it */
+	rc = mdb_cursor_get(reader->guid_cur, &k, &v, MDB_SET_KEY);
+	if (rc == MDB_NOTFOUND) {
+		return lmbox_set_error(store, LMBOX_ERR_NOTFOUND,
+			"%s: no message uid %u in folder %u", store->dir, uid, folder_id);
+	}
+	if (rc != 0) {
+		return lmbox_set_mdb_error(store, rc, "%s: reading message %u/%u",
+					   store->dir, folder_id, uid);
+	}
+	if (lmbox_msg_decode_guid(v.mv_data, v.mv_size, guid_r) < 0) {
+		return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+			"%s: record of message uid %u in folder %u is malformed",
+			store->mdb_path, uid, folder_id);
+	}
+	return 0;
 }
 
 /* The lowest UID with this UIDL whose expunge is not pending. */

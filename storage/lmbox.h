@@ -319,6 +319,14 @@ int lmbox_reader_folder_by_name(struct lmbox_reader *reader, const char *name,
 /* Metadata of one message.  LMBOX_ERR_NOTFOUND if expunged. */
 int lmbox_reader_msg(struct lmbox_reader *reader, uint32_t folder_id,
 		     uint32_t uid, struct lmbox_msg_meta *meta_r);
+/* The GUID of one message record of the snapshot, for a run of lookups in
+ * ascending UID order (an expunge's GUIDs): the reader keeps a cursor on
+ * the last record's leaf page, so a UID on the same page costs no descent
+ * from the root.  Unlike lmbox_reader_msg() a record whose expunge is
+ * pending still answers (its GUID is what the expunge names) and nothing
+ * is copied.  LMBOX_ERR_NOTFOUND if the snapshot has no such record. */
+int lmbox_reader_msg_guid(struct lmbox_reader *reader, uint32_t folder_id,
+			  uint32_t uid, uint8_t guid_r[LMBOX_GUID_SIZE]);
 /* UID of the message with this UIDL in folder.  If several (copies) share
  * it, the lowest UID. */
 int lmbox_reader_uidl(struct lmbox_reader *reader, uint32_t folder_id,

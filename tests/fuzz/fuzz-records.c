@@ -34,9 +34,14 @@ static void fuzz_msg(const uint8_t *data, size_t size)
 	struct lmbox_msg_meta a, b;
 	unsigned char *buf;
 	size_t len;
+	uint8_t guid[LMBOX_GUID_SIZE];
+	int gret = lmbox_msg_decode_guid(data, size, guid);
 
 	if (lmbox_msg_decode(data, size, &a) < 0)
 		return;
+	/* every record the full decoder takes, the GUID decoder takes too,
+	   with the same GUID */
+	CHECK(gret == 0 && memcmp(guid, a.guid, LMBOX_GUID_SIZE) == 0);
 	/* the decoder points into its input: walk everything it gave us */
 	CHECK(a.uidl != NULL);
 	(void)strlen(a.uidl);

@@ -12,6 +12,8 @@
 #include <lmdb.h>
 #include <sys/wait.h>
 
+#include "lmbox-format.h"
+
 #include "test-common.h"
 
 #define NMSG 200
@@ -372,6 +374,74 @@ static void test_pending_maintenance(void)
 	lmbox_store_close(&store);
 }
 
+/* lmbox_reader_msg_guid(): the record's GUID in ascending, repeated and
+ * descending order, the same as lmbox_reader_msg()'s; a pending expunge
+ * still answers, a purged or unknown UID is NOTFOUND; after a refresh the
+ * new snapshot answers; a record too short to hold a GUID is CORRUPT. */
+static void test_pending_guid(void)
+{
+	struct lmbox_store *store;
+	struct lmbox_reader *reader, *fresh;
+	struct lmbox_msg_meta meta;
+	uint8_t guid[LMBOX_GUID_SIZE], want[NMSG + 1][LMBOX_GUID_SIZE];
+	uint32_t fid;
+
+	store = test_open("guid", LMBOX_OPEN_CREATE | LMBOX_OPEN_DEFER_RECLAIM);
+	CHECK_OK(store, lmbox_folder_create(store, "INBOX", 0, NULL, &fid));
+	fill(store, fid, NMSG);
+	CHECK_OK(store, lmbox_reader_begin(store, &reader));
+	for (uint32_t uid = 1; uid <= NMSG; uid++) {
+		CHECK_OK(store, lmbox_reader_msg(reader, fid, uid, &meta));
+		memcpy(want[uid], meta.guid, LMBOX_GUID_SIZE);
+	}
+	CHECK(memcmp(want[1], want[2], LMBOX_GUID_SIZE) != 0);
+	for (uint32_t uid = 1; uid <= NMSG; uid += 3) {
+		CHECK_OK(store, lmbox_reader_msg_guid(reader, fid, uid, guid));
+		CHECK(memcmp(guid, want[uid], LMBOX_GUID_SIZE) == 0);
+		CHECK_OK(store, lmbox_reader_msg_guid(reader, fid, uid, guid));
+		CHECK(memcmp(guid, want[uid], LMBOX_GUID_SIZE) == 0);
+	}
+	for (uint32_t uid = NMSG; uid >= 1 && uid <= NMSG; uid -= 7) {
+		CHECK_OK(store, lmbox_reader_msg_guid(reader, fid, uid, guid));
+		CHECK(memcmp(guid, want[uid], LMBOX_GUID_SIZE) == 0);
+	}
+	CHECK_ERR(store, lmbox_reader_msg_guid(reader, fid, NMSG + 1, guid), LMBOX_ERR_NOTFOUND);
+	CHECK_ERR(store, lmbox_reader_msg_guid(reader, fid + 1, 1, guid), LMBOX_ERR_NOTFOUND);
+	CHECK_OK(store, lmbox_reader_msg_guid(reader, fid, 2, guid));
+
+	/* pending: gone for lmbox_reader_msg, its GUID still there */
+	CHECK(expunge_some(store, fid) == NMSG / 4);
+	CHECK_OK(store, lmbox_reader_refresh(reader));
+	CHECK_ERR(store, lmbox_reader_msg(reader, fid, 5, &meta), LMBOX_ERR_NOTFOUND);
+	CHECK_OK(store, lmbox_reader_msg_guid(reader, fid, 5, guid));
+	CHECK(memcmp(guid, want[5], LMBOX_GUID_SIZE) == 0);
+	/* purged: the old snapshot still answers, a refreshed one does not */
+	CHECK_OK(store, lmbox_store_reclaim(store));
+	CHECK_OK(store, lmbox_reader_msg_guid(reader, fid, 9, guid));
+	CHECK(memcmp(guid, want[9], LMBOX_GUID_SIZE) == 0);
+	CHECK_OK(store, lmbox_reader_begin(store, &fresh));
+	CHECK_ERR(store, lmbox_reader_msg_guid(fresh, fid, 9, guid), LMBOX_ERR_NOTFOUND);
+	CHECK_OK(store, lmbox_reader_msg_guid(fresh, fid, 10, guid));
+	CHECK(memcmp(guid, want[10], LMBOX_GUID_SIZE) == 0);
+	lmbox_reader_end(&fresh);
+	CHECK_OK(store, lmbox_reader_refresh(reader));
+	CHECK_ERR(store, lmbox_reader_msg_guid(reader, fid, 13, guid), LMBOX_ERR_NOTFOUND);
+	CHECK_OK(store, lmbox_reader_msg_guid(reader, fid, 14, guid));
+	CHECK(memcmp(guid, want[14], LMBOX_GUID_SIZE) == 0);
+	lmbox_reader_end(&reader);
+	lmbox_store_close(&store);
+
+	/* the record decoder: too short or another version */
+	unsigned char rec[LMBOX_MSG_REC_FIXED + 2];
+	memset(rec, 0xab, sizeof(rec));
+	rec[0] = LMBOX_MSG_REC_VERSION;
+	CHECK(lmbox_msg_decode_guid(rec, sizeof(rec), guid) == 0);
+	CHECK(guid[0] == 0xab && guid[LMBOX_GUID_SIZE - 1] == 0xab);
+	CHECK(lmbox_msg_decode_guid(rec, LMBOX_MSG_REC_FIXED - 1, guid) == LMBOX_ERR_CORRUPT);
+	rec[0] = LMBOX_MSG_REC_VERSION + 1;
+	CHECK(lmbox_msg_decode_guid(rec, sizeof(rec), guid) == LMBOX_ERR_CORRUPT);
+}
+
 int main(void)
 {
 	test_init();
@@ -382,5 +452,6 @@ int main(void)
 	test_pending_leftover();
 	test_pending_old_store();
 	test_pending_maintenance();
+	test_pending_guid();
 	return test_exit();
 }
