@@ -18,6 +18,14 @@ if [ "$(id -u)" != 0 ]; then
 	echo "check-dovecot24: SKIP: needs root (debootstrap, chroot)" >&2
 	exit 77
 fi
+# One run at a time per chroot: every run builds in the same $CHROOT/build
+# (two concurrent runs would remove each other's tree); a second run waits.
+mkdir -p "$(dirname "$CHROOT")"
+exec 9>"$CHROOT.lock"
+if ! flock -n 9; then
+	echo "check-dovecot24: waiting for another run on $CHROOT" >&2
+	flock 9
+fi
 t0=$(date +%s)
 sh "$srcdir/build-aux/chroot-dovecot24.sh" "$CHROOT"
 t1=$(date +%s)

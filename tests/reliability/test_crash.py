@@ -85,6 +85,15 @@ class Model:
 TRACE_RE = re.compile(rb"\A((Return-Path|Delivered-To|Received): [^\r\n]*\r\n([ \t][^\r\n]*\r\n)*)*\Z")
 
 
+def deliver_committed(dc, m, rng, n):
+    """Deliver n new messages of the model to alice over LMTP; each is
+    committed once its delivery is answered."""
+    for _ in range(n):
+        mid, data = m.new_message(rng)
+        dc.lmtp_deliver(USER, data)
+        m.committed[mid] = data
+
+
 def same(m, mid, data, body):
     """LMTP prepends trace headers (Return-Path, Delivered-To, Received):
     the first time a message is seen its bytes must be those headers plus
@@ -431,10 +440,7 @@ def main():
     with Dovecot(users=(USER, "bob")) as dc:
         dc.expected_fatal = (reltest.KILLED9,)
         with t.case("setup: 8 messages to alice, 3 to bob (control)", required=True):
-            for _ in range(8):
-                mid, data = m.new_message(rng)
-                dc.lmtp_deliver(USER, data)
-                m.committed[mid] = data
+            deliver_committed(dc, m, rng, 8)
             control = {}
             bm = Model()
             for i in range(3):
@@ -503,10 +509,7 @@ def pending_pass(t, rng):
         with Dovecot(users=(USER,), extra_conf=conf) as dc:
             dc.expected_fatal = (reltest.KILLED9,)
             with t.case("pending pass setup: 8 messages to alice", required=True):
-                for _ in range(8):
-                    mid, data = m.new_message(rng)
-                    dc.lmtp_deliver(USER, data)
-                    m.committed[mid] = data
+                deliver_committed(dc, m, rng, 8)
                 verify(t, dc, m, "pending pass setup")
             t0 = time.monotonic()
             for i in range(PENDING_KILLS):

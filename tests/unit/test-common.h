@@ -126,6 +126,15 @@ static __attribute__((unused)) uint32_t test_append(struct lmbox_store *store, u
 	return uid;
 }
 
+/* A deterministic xorshift64 step: the next 32 bits of *state's stream. */
+static __attribute__((unused)) uint32_t test_xorshift(uint64_t *state)
+{
+	*state ^= *state << 13;
+	*state ^= *state >> 7;
+	*state ^= *state << 17;
+	return (uint32_t)(*state >> 16);
+}
+
 static __attribute__((unused)) int test_exit(void)
 {
 	if (test_failures > 0) {

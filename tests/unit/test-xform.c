@@ -45,10 +45,7 @@ static uint64_t rng_state = 88172645463325252ULL;
 
 static uint32_t rnd(void)
 {
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return (uint32_t)(rng_state >> 16);
+	return test_xorshift(&rng_state);
 }
 
 /* base64 of n random bytes in lines of l chars ending in eol */
