@@ -1159,17 +1159,23 @@ def main():
         " (smoke)" if cfg.smoke else ""))
     log("machine: %s" % json.dumps(machine))
     corpus = Corpus(cfg.seed)
+    path = os.path.join(cfg.out, "results.jsonl")
+
+    def save(complete):
+        machine["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+        machine["duration_s"] = round(time.monotonic() - T0, 1)
+        os.makedirs(cfg.out, exist_ok=True)
+        header = {"run": run_id, "type": "run", "machine": machine, "ns": cfg.ns, "backends": cfg.backends,
+                  "repeat": cfg.repeat, "logins": cfg.logins, "seed": cfg.seed, "smoke": cfg.smoke,
+                  "skip": sorted(cfg.skip), "complete": complete,
+                  "failures": res.failures}
+        merge_jsonl(path, header, res.records)
+
     for b in cfg.backends:
         BackendRun(cfg, corpus, res, b).run()
-    machine["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
-    machine["duration_s"] = round(time.monotonic() - T0, 1)
-    os.makedirs(cfg.out, exist_ok=True)
-    path = os.path.join(cfg.out, "results.jsonl")
-    header = {"run": run_id, "type": "run", "machine": machine, "ns": cfg.ns, "backends": cfg.backends,
-              "repeat": cfg.repeat, "logins": cfg.logins, "seed": cfg.seed, "smoke": cfg.smoke,
-              "skip": sorted(cfg.skip),
-              "failures": res.failures}
-    merge_jsonl(path, header, res.records)
+        # after each backend: a run stopped later keeps what it measured
+        save(False)
+    save(True)
     log("wrote %s (%d measurements)" % (path, len(res.records)))
     import report
     report.write_all(cfg.out, cfg.docs)
@@ -1198,7 +1204,8 @@ def merge_jsonl(path, header, records):
     keep = []
     for r in old:
         if r.get("type") == "run":
-            keep.append(r)
+            if r["run"] != header["run"]:     # this run's own is rewritten
+                keep.append(r)
         elif r["metric"] == "floor_F":
             if (r["backend"], r["login"]) not in redone_floor:
                 keep.append(r)

@@ -136,7 +136,8 @@ def main():
         print("## %s (STAT %d %d)" % (mode, st[0], st[1]))
         print("%-8s %16s %16s %18s" % ("variant", "login+STAT ms", "session ms", "login+STAT p25-p75"))
         for v in VARIANTS:
-            q = statistics.quantiles(samples[v][0], n=4)
+            # (one sample, e.g. BENCH_REPEAT=1: no spread to show)
+            q = statistics.quantiles(samples[v][0], n=4) if len(samples[v][0]) > 1 else [med[v][0]] * 3
             print("%-8s %16.2f %16.2f %9.2f-%.2f" % (v, med[v][0], med[v][1], q[0], q[2]))
         for v in VARIANTS[1:]:
             print("ratio %s/off: login+STAT %.3f, session %.3f"

@@ -427,7 +427,9 @@ def section(d, made, plot_note, rel, out_dir=None):
                      mm.get("duration_s", 0) / 60, "/".join(mm.get("loadavg_start", [])),
                      "/".join(mm.get("loadavg_end", [])),
                      "; %d check(s) FAILED: %s" % (len(r["failures"]), "; ".join(r["failures"]))
-                     if r.get("failures") else "; every answer checked and right"))
+                     if r.get("failures") else "; every answer checked and right")
+                 + ("" if r.get("complete", True) else " (stopped before its end: only the backends "
+                    "it finished are in the JSONL)"))
     L.append("")
     L.append("These figures depend on the machine (and on what else ran on it: the load averages above). "
              "Compare the **ratios**, which are what the targets are stated in, not the absolute "
@@ -435,7 +437,7 @@ def section(d, made, plot_note, rel, out_dir=None):
     L.append("")
     L.append("How to run: `make bench` (N = 1000,10000, all six backends, 5 repetitions, both login "
              "modes; some 30-60 min on 2 cores), or e.g. `make bench BENCH_N=100000 BENCH_BACKENDS=lmbox,mdbox "
-             "BENCH_REPEAT=3 BENCH_SKIP=churn,rss,deleall` (results of other backends and N are kept in the JSONL); "
+             "BENCH_REPEAT=3 BENCH_SKIP=churn,rss,deleall` (results of other backends and N are kept in the JSONL; the JSONL is written after each backend, so a run stopped midway keeps the backends it finished); "
              "`make -C tests/bench check` is the CI smoke test (N = 300, once, answers checked, speed not judged).")
     L.append("")
     L.append("What is measured (client side over 127.0.0.1, medians of the repetitions, one warm-up first):")
