@@ -9,6 +9,24 @@
 
 #include "lmbox-private.h"
 
+int lmbox_msg_read_error(struct lmbox_store *store, int rc, uint32_t folder_id,
+			 uint32_t uid)
+{
+	if (rc == MDB_NOTFOUND) {
+		return lmbox_set_error(store, LMBOX_ERR_NOTFOUND,
+			"%s: no message uid %u in folder %u", store->dir, uid, folder_id);
+	}
+	return lmbox_set_mdb_error(store, rc, "%s: reading message %u/%u",
+				   store->dir, folder_id, uid);
+}
+
+int lmbox_msg_corrupt_error(struct lmbox_store *store, uint32_t folder_id, uint32_t uid)
+{
+	return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
+		"%s: record of message uid %u in folder %u is malformed",
+		store->mdb_path, uid, folder_id);
+}
+
 int lmbox_msg_load(struct lmbox_store *store, MDB_txn *txn, uint32_t folder_id,
 		   uint32_t uid, struct lmbox_msg_meta *meta_r)
 {
@@ -18,19 +36,10 @@ int lmbox_msg_load(struct lmbox_store *store, MDB_txn *txn, uint32_t folder_id,
 
 	lmbox_msg_key_encode(key, folder_id, uid);
 	rc = mdb_get(txn, store->env->dbi_msgs, &k, &v);
-	if (rc == MDB_NOTFOUND) {
-		return lmbox_set_error(store, LMBOX_ERR_NOTFOUND,
-			"%s: no message uid %u in folder %u", store->dir, uid, folder_id);
-	}
-	if (rc != 0) {
-		return lmbox_set_mdb_error(store, rc, "%s: reading message %u/%u",
-					   store->dir, folder_id, uid);
-	}
-	if (lmbox_msg_decode(v.mv_data, v.mv_size, meta_r) < 0) {
-		return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
-			"%s: record of message uid %u in folder %u is malformed",
-			store->mdb_path, uid, folder_id);
-	}
+	if (rc != 0)
+		return lmbox_msg_read_error(store, rc, folder_id, uid);
+	if (lmbox_msg_decode(v.mv_data, v.mv_size, meta_r) < 0)
+		return lmbox_msg_corrupt_error(store, folder_id, uid);
 	meta_r->folder_id = folder_id;
 	meta_r->uid = uid;
 	return 0;

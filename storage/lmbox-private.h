@@ -348,6 +348,11 @@ int lmbox_folder_save(struct lmbox_store *store, MDB_txn *txn,
 int lmbox_wctx_touch_folder(struct lmbox_wctx *ctx, uint32_t folder_id);
 
 /* lmbox-msg.c */
+/* The errors of reading message folder_id/uid: an LMDB failure rc (not 0;
+ * MDB_NOTFOUND -> LMBOX_ERR_NOTFOUND), a malformed record. */
+int lmbox_msg_read_error(struct lmbox_store *store, int rc, uint32_t folder_id,
+			 uint32_t uid);
+int lmbox_msg_corrupt_error(struct lmbox_store *store, uint32_t folder_id, uint32_t uid);
 int lmbox_msg_load(struct lmbox_store *store, MDB_txn *txn, uint32_t folder_id,
 		   uint32_t uid, struct lmbox_msg_meta *meta_r);
 int lmbox_msg_save(struct lmbox_store *store, MDB_txn *txn,

@@ -213,19 +213,10 @@ int lmbox_reader_msg_guid(struct lmbox_reader *reader, uint32_t folder_id,
 	lmbox_msg_key_encode(key, folder_id, uid);
 	/* MDB_SET_KEY stays on the cursor's leaf page when the key is on it */
 	rc = mdb_cursor_get(reader->guid_cur, &k, &v, MDB_SET_KEY);
-	if (rc == MDB_NOTFOUND) {
-		return lmbox_set_error(store, LMBOX_ERR_NOTFOUND,
-			"%s: no message uid %u in folder %u", store->dir, uid, folder_id);
-	}
-	if (rc != 0) {
-		return lmbox_set_mdb_error(store, rc, "%s: reading message %u/%u",
-					   store->dir, folder_id, uid);
-	}
-	if (lmbox_msg_decode_guid(v.mv_data, v.mv_size, guid_r) < 0) {
-		return lmbox_set_error(store, LMBOX_ERR_CORRUPT,
-			"%s: record of message uid %u in folder %u is malformed",
-			store->mdb_path, uid, folder_id);
-	}
+	if (rc != 0)
+		return lmbox_msg_read_error(store, rc, folder_id, uid);
+	if (lmbox_msg_decode_guid(v.mv_data, v.mv_size, guid_r) < 0)
+		return lmbox_msg_corrupt_error(store, folder_id, uid);
 	return 0;
 }
 
