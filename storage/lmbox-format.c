@@ -193,7 +193,7 @@ void lmbox_msg_encode(const struct lmbox_msg_meta *meta, unsigned char *buf)
 	lmbox_put_le32(buf + 56, meta->checksum);
 	lmbox_put_le32(buf + 60, meta->seg_id);
 	lmbox_put_le64(buf + 64, meta->seg_offset);
-	memcpy(buf + 72, meta->guid, LMBOX_GUID_SIZE);
+	memcpy(buf + LMBOX_MSG_REC_GUID_OFFSET, meta->guid, LMBOX_GUID_SIZE);
 	lmbox_put_le16(buf + 88, (uint16_t)meta->kw_count);
 	lmbox_put_le16(buf + 90, (uint16_t)kw_bytes);
 	memcpy(buf + LMBOX_MSG_REC_FIXED, meta->uidl, uidl_len + 1);
@@ -207,7 +207,7 @@ int lmbox_msg_decode_guid(const void *buf, size_t len, uint8_t guid_r[LMBOX_GUID
 
 	if (len < LMBOX_MSG_REC_FIXED || p[0] != LMBOX_MSG_REC_VERSION)
 		return LMBOX_ERR_CORRUPT;
-	memcpy(guid_r, p + 72, LMBOX_GUID_SIZE);
+	memcpy(guid_r, p + LMBOX_MSG_REC_GUID_OFFSET, LMBOX_GUID_SIZE);
 	return 0;
 }
 
@@ -255,7 +255,7 @@ int lmbox_msg_decode(const void *buf, size_t len, struct lmbox_msg_meta *meta_r)
 	meta_r->checksum = lmbox_get_le32(p + 56);
 	meta_r->seg_id = lmbox_get_le32(p + 60);
 	meta_r->seg_offset = lmbox_get_le64(p + 64);
-	memcpy(meta_r->guid, p + 72, LMBOX_GUID_SIZE);
+	memcpy(meta_r->guid, p + LMBOX_MSG_REC_GUID_OFFSET, LMBOX_GUID_SIZE);
 	meta_r->uidl = (const char *)p + LMBOX_MSG_REC_FIXED;
 	meta_r->kw_count = kw_count;
 	meta_r->keywords = kw_count > 0 ? (const char *)kw : "";

@@ -47,6 +47,8 @@
 #define LMBOX_FOLDER_REC_FIXED 74
 #define LMBOX_MSG_REC_VERSION 1
 #define LMBOX_MSG_REC_FIXED 92
+/* where a message record keeps its GUID (LMBOX_GUID_SIZE bytes) */
+#define LMBOX_MSG_REC_GUID_OFFSET 72
 #define LMBOX_SEG_REC_VERSION 1
 #define LMBOX_SEG_REC_SIZE 24
 #define LMBOX_RECLAIM_REC_VERSION 1

@@ -189,8 +189,8 @@ int lmbox_reader_msg(struct lmbox_reader *reader, uint32_t folder_id,
 	/* an expunge not yet applied to the records: gone */
 	if (reader->pending &&
 	    (ret = lmbox_pending_get(reader->store, reader->txn, folder_id, uid)) != 0) {
-		return ret < 0 ? ret : lmbox_set_error(reader->store, LMBOX_ERR_NOTFOUND,
-			"%s: no message uid %u in folder %u", reader->store->dir, uid, folder_id);
+		return ret < 0 ? ret :
+			lmbox_msg_read_error(reader->store, MDB_NOTFOUND, folder_id, uid);
 	}
 	return lmbox_reader_own_meta(reader, meta_r);
 }

@@ -271,8 +271,7 @@ static int lmbox_msg_load_live(struct lmbox_wctx *ctx, uint32_t folder_id, uint3
 		return ret;
 	if ((ret = lmbox_pending_get(store, ctx->txn, folder_id, uid)) <= 0)
 		return ret;
-	return lmbox_set_error(store, LMBOX_ERR_NOTFOUND,
-		"%s: no message uid %u in folder %u", store->dir, uid, folder_id);
+	return lmbox_msg_read_error(store, MDB_NOTFOUND, folder_id, uid);
 }
 
 /* UID assignment follows Dovecot's rule for a commit, so that dsync's
@@ -493,14 +492,11 @@ static int lmbox_apply_expunge_run(struct lmbox_wctx *ctx, struct lmbox_txn *txn
 		if (rc == MDB_NOTFOUND)
 			continue; /* already gone */
 		if (rc != 0) {
-			ret = lmbox_set_mdb_error(store, rc, "%s: reading message %u/%u",
-						  store->dir, op->folder_id, op->uid);
+			ret = lmbox_msg_read_error(store, rc, op->folder_id, op->uid);
 			break;
 		}
 		if (lmbox_msg_decode(v.mv_data, v.mv_size, &meta) < 0) {
-			ret = lmbox_set_error(store, LMBOX_ERR_CORRUPT,
-				"%s: record of message uid %u in folder %u is malformed",
-				store->mdb_path, op->uid, op->folder_id);
+			ret = lmbox_msg_corrupt_error(store, op->folder_id, op->uid);
 			break;
 		}
 		meta.folder_id = op->folder_id;
